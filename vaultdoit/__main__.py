@@ -1,0 +1,5 @@
+"""``python -m vaultdoit`` entry point."""
+
+from vaultdoit.cli import main
+
+main()

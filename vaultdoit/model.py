@@ -1,0 +1,69 @@
+"""Frozen data model shared by the readers, the planner and the task builders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Provisioner:
+    """An ``ansible`` (or ``ansible-local``) provisioner of a Packer build, resolved."""
+
+    type: str
+    playbook_file: Path | None  # absolute
+    extra_arguments: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PackerSource:
+    """One ``source "qemu" "<name>"`` with its per-build overrides applied and values resolved."""
+
+    name: str
+    file: Path  # the template that defines the source block
+    attrs: dict[str, Any] = field(hash=False, compare=False)  # resolved attributes
+    provisioners: tuple[Provisioner, ...] = ()
+    build_name: str | None = None  # ``build { name = ... }`` when set
+
+    @property
+    def only(self) -> str:
+        """The ``packer build -only=`` value that selects this source."""
+        return f"{self.build_name}.qemu.{self.name}" if self.build_name else f"qemu.{self.name}"
+
+
+@dataclass(frozen=True)
+class PackerConfig:
+    """A folder of Packer templates as Packer itself loads it (``packer build DIR``)."""
+
+    directory: Path
+    files: tuple[Path, ...]  # every *.pkr.hcl Packer loads from the folder
+    var_files: tuple[Path, ...]  # *.auto.pkrvars.hcl plus those passed explicitly
+    variables: dict[str, Any] = field(hash=False, compare=False)
+    sources: tuple[PackerSource, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlaybookClosure:
+    """Every file an Ansible playbook depends on."""
+
+    playbook: Path
+    files: frozenset[Path]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A node of the image chain: one qcow2 image, built by Packer or by a bootstrap tool."""
+
+    name: str
+    kind: str  # "packer" or "mmdebstrap"
+    output: Path  # the image file (absolute)
+    parent: str | None
+    inputs: tuple[Path, ...]  # files whose content decides the image (sorted, absolute)
+    settings: dict[str, Any] = field(hash=False, compare=False)  # resolved values that decide the image
+    source: PackerSource | None = None
+    packer: PackerConfig | None = None
+    extra_outputs: tuple[Path, ...] = ()  # e.g. kernel and initrd of a bootstrapped base
+    doc: str = ""

@@ -1,0 +1,221 @@
+"""The only module that runs external programs.
+
+Every program runs from an argv list (never a shell), in its own session so
+that Ctrl-C or a failure can stop it and everything it started (QEMU under
+Packer), with its output appended to a log file. Failures raise
+``CommandFailed`` naming the command, the exit code and the log's last lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from vaultdoit.errors import CommandFailed, ToolNotFound
+
+log = logging.getLogger("vaultdoit")
+
+# Which Debian package provides each program, for the "not installed" hint.
+PACKAGES: dict[str, str] = {
+    "packer": "packer",
+    "qemu-img": "qemu-utils",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "mmdebstrap": "mmdebstrap",
+    "mke2fs": "e2fsprogs",
+    "apt-cacher-ng": "apt-cacher-ng",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ansible-playbook": "ansible-core (pip install ansible-core)",
+    "docker-registry": "docker-registry",
+}
+
+TAIL_LINES = 25
+STOP_GRACE = 20.0  # seconds a program gets to clean up after SIGINT (Packer stops its VM)
+
+
+def find_tool(name: str) -> str:
+    """Return the path of program ``name`` or raise ToolNotFound with the package to install."""
+    # Programs installed in the same virtual environment as vaultdoit (ansible-playbook)
+    # are found even when the venv is not activated.
+    venv_bin = Path(sys.executable).parent
+    path = shutil.which(name) or shutil.which(name, path=str(venv_bin))
+    if path is None:
+        pkg = PACKAGES.get(name, name)
+        raise ToolNotFound(f"{name} not found", hint=f"install {pkg}")
+    return path
+
+
+def _tail(path: Path | None, lines: int = TAIL_LINES) -> str:
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 64 * 1024))
+        data = fh.read().decode("utf-8", "replace")
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == 127:
+        return "exit code 127 (command or interpreter not found)"
+    return f"exit code {code}"
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """Stop ``proc`` and its whole process group: SIGINT, then SIGKILL after ``grace`` s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _open_log(logfile: Path | None) -> IO[bytes] | int:
+    if logfile is None:
+        return subprocess.DEVNULL
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    return logfile.open("ab")
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    logfile: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+    capture: bool = False,
+    echo: bool = False,
+    timeout: float | None = None,
+) -> str:
+    """Run ``argv`` to completion; return its stdout when ``capture`` is set.
+
+    Output goes to ``logfile`` (appended, with a ``+ command`` header); with
+    ``echo`` it is also copied line by line to our stderr so long work shows
+    progress. Raises ToolNotFound or CommandFailed.
+    """
+    args = [os.fspath(a) for a in argv]
+    args[0] = find_tool(args[0]) if os.sep not in args[0] else args[0]
+    cmdline = shlex.join([Path(args[0]).name, *args[1:]])
+    log.debug("+ %s", cmdline)
+    out = _open_log(logfile)
+    if not isinstance(out, int):
+        out.write(f"+ {cmdline}\n".encode())
+        out.flush()
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    stdout_target: int | IO[bytes]
+    stdout_target = subprocess.PIPE if (capture or echo) else out
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout_target,
+        stderr=out if capture else (subprocess.STDOUT if echo else out),
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,  # our own process group: we decide how it stops
+    )
+    captured = b""
+    try:
+        if capture:
+            captured, _ = proc.communicate(stdin, timeout=timeout)
+        else:
+            if stdin is not None and proc.stdin:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            if echo and proc.stdout:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                for line in proc.stdout:
+                    sys.stderr.buffer.write(line)
+                    sys.stderr.flush()
+                    if not isinstance(out, int):
+                        out.write(line)
+                    if deadline and time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(args, timeout or 0)
+            proc.wait(timeout=timeout)
+    except BaseException:
+        # Ctrl-C, timeout or any error: never leave the program (or its VM) behind.
+        stop(proc)
+        if not isinstance(out, int):
+            out.write(f"[vaultdoit] stopped {cmdline}\n".encode())
+            out.close()
+        raise
+    if not isinstance(out, int):
+        out.close()
+    if proc.returncode != 0:
+        tail = _tail(logfile) if logfile else captured.decode("utf-8", "replace")[-4000:]
+        raise CommandFailed(
+            f"command failed with {_describe_exit(proc.returncode)}: {cmdline}",
+            returncode=proc.returncode,
+            log=logfile,
+            tail=tail,
+        )
+    return captured.decode("utf-8", "replace")
+
+
+@contextmanager
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    logfile: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a long-running program (a VM, a service) and stop it when the block exits."""
+    args = [os.fspath(a) for a in argv]
+    args[0] = find_tool(args[0]) if os.sep not in args[0] else args[0]
+    cmdline = shlex.join([Path(args[0]).name, *args[1:]])
+    log.debug("+ %s &", cmdline)
+    out = _open_log(logfile)
+    assert not isinstance(out, int)
+    out.write(f"+ {cmdline} &\n".encode())
+    out.flush()
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        env=full_env, cwd=cwd, start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        stop(proc, grace=5.0)
+        out.close()
+
+
+def describe_exit(code: int) -> str:
+    """Human wording of a process exit status."""
+    return _describe_exit(code)
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """Last lines of a log file."""
+    return _tail(path, lines)
