@@ -152,11 +152,12 @@ def run(
                 proc.stdin.close()
             if echo and proc.stdout:
                 deadline = None if timeout is None else time.monotonic() + timeout
-                for line in proc.stdout:
-                    sys.stderr.buffer.write(line)
+                # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
+                for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+                    sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()
                     if not isinstance(out, int):
-                        out.write(line)
+                        out.write(chunk)
                     if deadline and time.monotonic() > deadline:
                         raise subprocess.TimeoutExpired(args, timeout or 0)
             proc.wait(timeout=timeout)

@@ -1,0 +1,78 @@
+# The mini profile: three Packer stages, each a qcow2 overlay on its parent.
+# One source holds the VM settings; each build names its instance and points
+# iso_url at the parent stage's image, which is how vaultdoit finds the chain.
+
+source "qemu" "stage" {
+  disk_image       = true
+  iso_checksum     = "none"
+  use_backing_file = true
+  format           = "qcow2"
+  disk_size        = var.disk_size
+  disk_interface   = "virtio"
+  net_device       = "virtio-net"
+  accelerator      = var.accelerator
+  memory           = var.memory
+  cpus             = var.cpus
+  headless         = true
+  vnc_bind_address = "127.0.0.1"
+  qemuargs = [
+    ["-kernel", local.kernel],
+    ["-initrd", local.initrd],
+    ["-append", "root=/dev/vda rw console=ttyS0"],
+    # Forward SSH on loopback only (Packer's default listens on every address).
+    ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
+  ]
+  communicator         = "ssh"
+  ssh_username         = var.ssh_username
+  ssh_private_key_file = var.ssh_private_key_file
+  ssh_timeout          = "20m"
+  shutdown_command     = "sudo shutdown -P now"
+}
+
+build {
+  source "source.qemu.stage" {
+    name             = "drivers"
+    iso_url          = "${var.build_dir}/base/base.qcow2"
+    output_directory = "${var.build_dir}/drivers"
+    vm_name          = "drivers.qcow2"
+  }
+
+  provisioner "ansible" {
+    playbook_file   = "ansible/drivers.yml"
+    use_proxy       = false
+    user            = var.ssh_username
+    extra_arguments = ["--extra-vars", "vault_stage=drivers"]
+  }
+}
+
+build {
+  source "source.qemu.stage" {
+    name             = "frameworks"
+    iso_url          = "${var.build_dir}/drivers/drivers.qcow2"
+    output_directory = "${var.build_dir}/frameworks"
+    vm_name          = "frameworks.qcow2"
+  }
+
+  provisioner "ansible" {
+    playbook_file   = "ansible/frameworks.yml"
+    use_proxy       = false
+    user            = var.ssh_username
+    extra_arguments = ["--extra-vars", "vault_stage=frameworks wheelhouse_dir=${abspath(var.wheelhouse)}"]
+  }
+}
+
+build {
+  source "source.qemu.stage" {
+    name             = "final"
+    iso_url          = "${var.build_dir}/frameworks/frameworks.qcow2"
+    output_directory = "${var.build_dir}/final"
+    vm_name          = "final.qcow2"
+  }
+
+  provisioner "ansible" {
+    playbook_file   = "ansible/final.yml"
+    use_proxy       = false
+    user            = var.ssh_username
+    extra_arguments = ["--extra-vars", "vault_stage=final access_pubkey_file=${abspath(var.access_pubkey_file)}"]
+  }
+}

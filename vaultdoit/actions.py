@@ -1,0 +1,131 @@
+"""The work behind each doit task. Task dicts reference these; nothing here runs at load time.
+
+Every action turns a VaultError into doit's TaskFailed, so doit prints our
+one-line message (with the command's log tail) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from doit.exceptions import TaskFailed
+
+from vaultdoit import accel, bootstrap, checker, packer, proc, qemu_img
+from vaultdoit.errors import VaultError
+from vaultdoit.model import PackerConfig, Stage
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
+    """Report VaultError as a doit task failure with our message."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | TaskFailed:
+        try:
+            return func(*args, **kwargs)
+        except VaultError as err:
+            return TaskFailed(str(err))
+
+    return wrapper
+
+
+def note(message: str) -> None:
+    """Progress line on stderr (doit shows stderr of running tasks)."""
+    sys.stderr.write(f"vaultdoit: {message}\n")
+    sys.stderr.flush()
+
+
+@task_action
+def make_keys(keys: Sequence[Path], logfile: Path) -> None:
+    """Create the SSH key pairs the build uses (build key) and the image ships (access key)."""
+    for key in keys:
+        if key.exists() and key.with_name(key.name + ".pub").exists():
+            continue
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.parent.chmod(0o700)
+        tmp = key.with_name(key.name + ".tmp")
+        for leftover in (tmp, tmp.with_name(tmp.name + ".pub")):
+            leftover.unlink(missing_ok=True)
+        proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vaultdoit-{key.stem}", "-f", str(tmp)],
+                 logfile=logfile)
+        os.replace(tmp.with_name(tmp.name + ".pub"), key.with_name(key.name + ".pub"))
+        os.replace(tmp, key)
+
+
+@task_action
+def bootstrap_stage(spec: bootstrap.BootstrapSpec, workdir: Path, logfile: Path, digests: Path) -> None:
+    """Build a base image with mmdebstrap (see bootstrap.py)."""
+    note(f"bootstrapping {spec.name} with mmdebstrap ({spec.suite}); log: {logfile}")
+    start = time.monotonic()
+    bootstrap.build(spec, workdir=workdir, logfile=logfile)
+    checker.record_digest(spec.output, digests)
+    note(f"{spec.name} built in {time.monotonic() - start:.0f} s")
+
+
+@task_action
+def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: PackerConfig,
+                 explicit_var_files: Sequence[Path], variables: Mapping[str, Any], accelerator: str,
+                 ansible_cfg: Path | None, state_dir: Path, tools_dir: Path, logfile: Path,
+                 digests: Path) -> None:
+    """Build one Packer stage atomically and make its backing reference relative."""
+    assert stage.source is not None
+    accel_name = accel.choose(accelerator)
+    shim = packer.needs_backing_format_shim(packer.packer_version(), packer.qemu_img_version())
+    env = packer.environment(root=root, tools_dir=packer.write_shim(tools_dir) if shim else None,
+                             ansible_cfg=ansible_cfg)
+    runtime = dict(variables)
+    if "accelerator" in packer_cfg.variables:
+        runtime["accelerator"] = accel_name
+    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, explicit_var_files)
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    logfile.write_text("")  # one log per build: the last one is what a failure shows
+    note(f"building stage {stage.name} with packer ({accel_name}); log: {logfile}")
+    start = time.monotonic()
+    packer.build_stage(stage, parent, argv=argv, env=env, cwd=root, state_dir=state_dir, logfile=logfile)
+    checker.record_digest(stage.output, digests)
+    size = stage.output.stat().st_size
+    note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB overlay)")
+
+
+@task_action
+def download_wheels(requirements: Path, dest: Path, manifest: Path, logfile: Path) -> None:
+    """Fill the wheelhouse from a hash-pinned requirements file and write its manifest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    note(f"downloading wheels for {requirements.name} into {dest}")
+    proc.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+              "--require-hashes", "--only-binary=:all:", "-r", str(requirements), "-d", str(dest)],
+             logfile=logfile)
+    shutil.copyfile(requirements, dest / "requirements.txt")
+    wheels = {}
+    for wheel in sorted(dest.glob("*.whl")):
+        with wheel.open("rb") as fh:
+            wheels[wheel.name] = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"requirements": str(requirements), "wheels": wheels}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, manifest)
+
+
+@task_action
+def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None,
+                  cfg: Any, logfile: Path) -> None:
+    """Flatten and compress the chain into the final image (see final.py)."""
+    from vaultdoit import final
+
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    logfile.write_text("")
+    note(f"flattening {top.name} into {out} ({cfg.compression}); log: {logfile}")
+    start = time.monotonic()
+    digest = final.flatten(top, out, kernel=kernel, initrd=initrd, cfg=cfg, logfile=logfile)
+    note(f"final image {out.name}: {out.stat().st_size / 2**20:.0f} MiB in "
+         f"{time.monotonic() - start:.1f} s, sha256 {digest[:16]}…")

@@ -1,0 +1,138 @@
+"""The vaultdoit command line: what doit lacks (explain, status, init).
+
+This is the one place that maps errors to exit codes:
+0 success, 1 a build or check failed, 2 a user mistake (VaultError),
+3 an unexpected internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from vaultdoit import __version__
+from vaultdoit.errors import CommandFailed, VaultError
+
+EXIT_FAILED, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+DODO = '''"""doit entry point: `doit list`, `doit final_image`, `doit verify`."""
+
+from vaultdoit.dodo import setup
+
+globals().update(setup(__file__))
+'''
+
+
+@contextmanager
+def exit_on_error(debug: bool = False) -> Iterator[None]:
+    """Turn exceptions into one line on stderr and the matching exit code."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("vaultdoit: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except CommandFailed as err:
+        click.echo(f"vaultdoit: error: {err}", err=True)
+        sys.exit(EXIT_FAILED)
+    except VaultError as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"vaultdoit: error: {err}", err=True)
+        sys.exit(EXIT_USER)
+    except Exception:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+        else:
+            exc = sys.exc_info()[1]
+            click.echo(f"vaultdoit: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                       err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+def _root(path: str | None) -> Path:
+    from vaultdoit.config import find_root
+
+    return find_root(Path(path) if path else Path.cwd())
+
+
+@click.group()
+@click.version_option(__version__, prog_name="vaultdoit")
+@click.option("--debug", is_flag=True, help="Show tracebacks and every command run.")
+@click.option("-C", "--directory", default=None, help="Project folder (default: search upwards from here).")
+@click.option("--profile", default=None, help="Pipeline profile from vault.toml (default: its `profile`).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, directory: str | None, profile: str | None) -> None:
+    """Incremental, cached VM golden-image builds on top of doit.
+
+    Build with `doit final_image`; list tasks with `doit list`.
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+    ctx.obj = {"debug": debug, "directory": directory, "profile": profile}
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def explain(obj: dict[str, object], task: str, as_json: bool) -> None:
+    """Say why TASK would run (which inputs or settings changed), or that it is up to date."""
+    from vaultdoit import explain as explain_mod
+
+    with exit_on_error(bool(obj["debug"])):
+        item = explain_mod.explain(_root(obj["directory"]), task, obj["profile"])  # type: ignore[arg-type]
+        if as_json:
+            click.echo(explain_mod.to_json([item]))
+            return
+        if not item.will_run:
+            click.echo(f"{item.task}: up to date")
+            return
+        click.echo(f"{item.task}: will run")
+        for reason in item.reasons:
+            click.echo(f"  - {reason}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(obj: dict[str, object], as_json: bool) -> None:
+    """One line per task: up to date, or will run and why."""
+    from vaultdoit import explain as explain_mod
+
+    with exit_on_error(bool(obj["debug"])):
+        items = explain_mod.explain_all(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+        if as_json:
+            click.echo(explain_mod.to_json(items))
+            return
+        width = max(len(i.task) for i in items)
+        for item in items:
+            verdict = "up to date" if not item.will_run else "will run: " + item.reasons[0] + \
+                (f" (+{len(item.reasons) - 1} more)" if len(item.reasons) > 1 else "")
+            click.echo(f"{item.task:<{width}}  {verdict}")
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing dodo.py.")
+def init(directory: Path, force: bool) -> None:
+    """Write the two-line dodo.py that makes DIRECTORY a vaultdoit project."""
+    with exit_on_error():
+        directory.mkdir(parents=True, exist_ok=True)
+        dodo = directory / "dodo.py"
+        if dodo.exists() and not force:
+            raise VaultError("dodo.py already exists", file=dodo, hint="pass --force to overwrite it")
+        dodo.write_text(DODO)
+        if not (directory / "packer").is_dir():
+            click.echo(f"wrote {dodo}; now put your *.pkr.hcl templates in {directory / 'packer'}/")
+        else:
+            click.echo(f"wrote {dodo}; try `doit list`")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="vaultdoit")

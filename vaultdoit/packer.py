@@ -1,0 +1,164 @@
+"""Run one Packer stage: the right environment, the qemu-img workaround, atomic output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vaultdoit import proc, qemu_img
+from vaultdoit.model import PackerConfig, Stage
+
+SHIM = """#!/bin/sh
+# Written by vaultdoit. Packer < 1.7 runs "qemu-img create -b PARENT" without
+# "-F", which QEMU >= 6.1 refuses ("Backing file specified without backing
+# format"); add the format. Everything else goes to the real qemu-img.
+real={real}
+if [ "$1" = create ]; then
+  case " $* " in
+    *" -F "*) ;;
+    *" -b "*) shift; exec "$real" create -F qcow2 "$@" ;;
+  esac
+fi
+exec "$real" "$@"
+"""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return (0,)
+    return tuple(int(p) for p in match.groups() if p is not None)
+
+
+@functools.cache
+def packer_version() -> tuple[int, ...]:
+    """Installed Packer version, e.g. (1, 6, 6)."""
+    return _version(proc.run(["packer", "version"], capture=True, env={"CHECKPOINT_DISABLE": "1"}))
+
+
+@functools.cache
+def qemu_img_version() -> tuple[int, ...]:
+    """Installed qemu-img version, e.g. (7, 2, 22)."""
+    return _version(proc.run(["qemu-img", "--version"], capture=True))
+
+
+def needs_backing_format_shim(packer: tuple[int, ...], qemu: tuple[int, ...]) -> bool:
+    """Packer's built-in QEMU builder (< 1.7) omits ``-F``; QEMU >= 6.1 requires it."""
+    return packer < (1, 7) and qemu >= (6, 1)
+
+
+def write_shim(tools_dir: Path) -> Path:
+    """Write the qemu-img wrapper into ``tools_dir`` and return the folder."""
+    tools_dir.mkdir(parents=True, exist_ok=True)
+    real = proc.find_tool("qemu-img")
+    shim = tools_dir / "qemu-img"
+    text = SHIM.format(real=real)
+    if not shim.exists() or shim.read_text() != text:
+        tmp = shim.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, shim)
+    return tools_dir
+
+
+def environment(*, root: Path, tools_dir: Path | None, ansible_cfg: Path | None,
+                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for ``packer build``: our tools first on PATH, no phone-home."""
+    path = [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    if tools_dir is not None:
+        path.insert(0, str(tools_dir))
+    env = {
+        "PATH": os.pathsep.join(path),
+        "CHECKPOINT_DISABLE": "1",  # no update check: builds must work offline
+        "PACKER_CACHE_DIR": str(root / "cache" / "packer"),
+        "PACKER_NO_COLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    if ansible_cfg is not None:
+        env["ANSIBLE_CONFIG"] = str(ansible_cfg)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
+               explicit_var_files: Sequence[Path]) -> list[str]:
+    """``packer build`` of one source of a template folder."""
+    argv = ["packer", "build", "-color=false", f"-only={only}"]
+    for var_file in explicit_var_files:
+        argv.append(f"-var-file={var_file}")
+    for name, value in sorted(variables.items()):
+        text = value if isinstance(value, str) else json.dumps(value)
+        argv += ["-var", f"{name}={text}"]
+    argv.append(str(config.directory))
+    return argv
+
+
+def _prev(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.vaultdoit-prev")
+
+
+def marker_path(state_dir: Path, stage: Stage) -> Path:
+    """The file that exists while a build of ``stage`` is in progress."""
+    return state_dir / f"{stage.name}.building"
+
+
+def interrupted(state_dir: Path, stage: Stage) -> bool:
+    """True when an earlier build of ``stage`` was killed before it could clean up."""
+    return marker_path(state_dir, stage).exists()
+
+
+def recover(state_dir: Path, stage: Stage) -> None:
+    """Undo a build that was killed outright: drop its partial output, restore the previous image."""
+    marker = marker_path(state_dir, stage)
+    if not marker.exists():
+        return
+    folder = stage.output.parent
+    prev = _prev(folder)
+    if prev.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(prev, folder)
+    marker.unlink()
+
+
+def build_stage(stage: Stage, parent: Path | None, *, argv: Sequence[str], env: Mapping[str, str],
+                cwd: Path, state_dir: Path, logfile: Path) -> None:
+    """Run Packer for ``stage`` so that its image appears complete or not at all.
+
+    Packer writes into the template's output_directory and refuses an existing
+    one, so the previous image's folder is moved aside first and put back if
+    the build fails or is interrupted. A marker file covers a hard kill: the
+    next run sees it, restores the previous image and rebuilds.
+    """
+    folder = stage.output.parent
+    prev = _prev(folder)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    recover(state_dir, stage)
+    marker = marker_path(state_dir, stage)
+    marker.write_text(json.dumps({"stage": stage.name, "output": str(stage.output)}))
+    if folder.exists():
+        shutil.rmtree(prev, ignore_errors=True)
+        os.replace(folder, prev)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        proc.run(argv, logfile=logfile, env=env, cwd=cwd, echo=True)
+        # `-only` matching nothing exits 0 having built nothing: check the artifact.
+        qemu_img.check_stage(stage.output, parent)
+        if parent is not None:
+            qemu_img.rebase_relative(stage.output, parent, logfile=logfile)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        if prev.exists():
+            os.replace(prev, folder)
+        marker.unlink(missing_ok=True)
+        raise
+    shutil.rmtree(prev, ignore_errors=True)
+    marker.unlink(missing_ok=True)

@@ -1,0 +1,275 @@
+"""Pure planning: project files -> the ordered stage chain with parents and inputs.
+
+No programs run here and nothing is written; the result is plain data the
+task builders turn into doit tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaultdoit import config as config_mod
+from vaultdoit import hcl, playbook
+from vaultdoit.bootstrap import BootstrapSpec, read_packages
+from vaultdoit.config import ProjectConfig
+from vaultdoit.errors import ConfigError, GraphError
+from vaultdoit.model import PackerConfig, PackerSource, Stage
+
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+# Source attributes that change how the build VM runs, not what ends up in the
+# image: they stay out of the cache key so tuning them rebuilds nothing.
+RUNTIME_ATTRS = frozenset({
+    "accelerator", "memory", "cpus", "cores", "sockets", "threads", "headless",
+    "vnc_bind_address", "vnc_port_min", "vnc_port_max", "vnc_use_password",
+    "ssh_timeout", "ssh_wait_timeout", "ssh_handshake_attempts", "ssh_host_port_min",
+    "ssh_host_port_max", "ssh_private_key_file", "ssh_port", "ssh_pty", "boot_wait",
+    "shutdown_timeout", "http_port_min", "http_port_max", "http_bind_address",
+    "host_port_min", "host_port_max", "skip_nat_mapping", "display", "qmp_enable", "qmp_socket",
+})
+
+# Variables vaultdoit sets at build time; never part of a cache key.
+RUNTIME_VARS = frozenset({"accelerator", "memory", "cpus"})
+
+
+@dataclass(frozen=True)
+class Project:
+    """A planned project: configuration, the Packer folder and the stage chain."""
+
+    config: ProjectConfig
+    packer: PackerConfig | None
+    stages: tuple[Stage, ...]  # parents before children
+    top: Stage
+    warnings: tuple[str, ...] = ()
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def parent(self, stage: Stage) -> Stage | None:
+        return self.stage(stage.parent) if stage.parent else None
+
+    def chain(self, stage: Stage | None = None) -> list[Stage]:
+        """``stage`` (default: the top) and its ancestors, base first."""
+        node: Stage | None = stage or self.top
+        result: list[Stage] = []
+        while node is not None:
+            result.append(node)
+            node = self.parent(node)
+        return list(reversed(result))
+
+    def bootstrap_spec(self, stage: Stage) -> BootstrapSpec:
+        """What the bootstrap action of a non-Packer stage needs."""
+        cfg = next(b for b in self.config.bootstraps if b.name == stage.name)
+        return BootstrapSpec(
+            name=cfg.name, suite=cfg.suite, packages=read_packages(cfg.packages),
+            configure=cfg.configure, disk_size=cfg.disk_size, output=cfg.output,
+            kernel=cfg.kernel, initrd=cfg.initrd, user=self.config.build_user,
+            build_pubkey=pubkey(self.config.build_key), mirror=cfg.mirror,
+        )
+
+
+def pubkey(key: Path) -> Path:
+    return key.with_name(key.name + ".pub")
+
+
+def wheel_manifest(cfg: ProjectConfig) -> Path:
+    """The wheelhouse's manifest: the file stages that install wheels depend on."""
+    return cfg.cache_dir / "wheels" / "manifest.json"
+
+
+def _local_path(root: Path, url: str) -> Path | None:
+    """The file an ``iso_url`` names, or None for a remote URL."""
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    elif URL.match(url):
+        return None
+    path = Path(url)
+    return path if path.is_absolute() else root / path
+
+
+def _norm(path: Path) -> Path:
+    return Path(os.path.normpath(path))
+
+
+def _bootstrap_stages(cfg: ProjectConfig) -> list[Stage]:
+    stages = []
+    for b in cfg.bootstraps:
+        for needed in (b.packages, b.configure):
+            if not needed.is_file():
+                raise ConfigError(f"bootstrap.{b.name}: {needed.relative_to(cfg.root)} does not exist",
+                                  file=cfg.root / config_mod.CONFIG_FILE, hint="create it or fix the path")
+        settings = {
+            "tool": b.tool, "suite": b.suite, "packages": list(read_packages(b.packages)),
+            "disk_size": b.disk_size, "mirror": b.mirror, "user": cfg.build_user,
+        }
+        stages.append(Stage(
+            name=b.name, kind=b.tool, output=_norm(b.output), parent=None,
+            inputs=tuple(sorted({b.packages, b.configure, pubkey(cfg.build_key)})),
+            settings=settings, extra_outputs=(_norm(b.kernel), _norm(b.initrd)),
+            doc=f"bootstrap the {b.name} image with {b.tool} ({b.suite})",
+        ))
+    return stages
+
+
+def _image_settings(source: PackerSource, root: Path) -> dict[str, Any]:
+    """The resolved values that decide a Packer stage's image (its cache key)."""
+    attrs = {k: v for k, v in sorted(source.attrs.items()) if k not in RUNTIME_ATTRS}
+    provisioners = [
+        {"type": p.type,
+         "playbook_file": os.path.relpath(p.playbook_file, root) if p.playbook_file else None,
+         "extra_arguments": list(p.extra_arguments),
+         "settings": {k: v for k, v in sorted(p.settings.items()) if k not in ("playbook_file", "extra_arguments")}}
+        for p in source.provisioners
+    ]
+    return {"source": attrs, "provisioners": provisioners}
+
+
+def _extra_vars(args: tuple[str, ...]) -> dict[str, str]:
+    """``key=value`` pairs of ``--extra-vars``/``-e`` arguments (the common string form)."""
+    found: dict[str, str] = {}
+    for arg in args:
+        for word in arg.split():
+            if "=" in word and not word.startswith("-"):
+                key, _, value = word.partition("=")
+                found[key] = value
+    return found
+
+
+def _argument_paths(args: tuple[str, ...], root: Path) -> list[Path]:
+    """Absolute or project paths mentioned as ``key=value`` in provisioner arguments."""
+    found = []
+    for arg in args:
+        for word in arg.split():
+            value = word.split("=", 1)[1] if "=" in word else word
+            if value.startswith("/") or value.startswith("./"):
+                found.append(_norm(root / value))
+    return found
+
+
+def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: dict[Path, str],
+                   extra_outputs: frozenset[Path]) -> tuple[list[Stage], list[str]]:
+    root = cfg.root
+    stages: list[Stage] = []
+    warnings: list[str] = []
+    outputs = dict(known_outputs)
+    for source in packer_cfg.sources:
+        out = _norm(root / str(source.attrs["output_directory"]) / str(source.attrs["vm_name"]))
+        if out in outputs:
+            raise GraphError(f'stages "{outputs[out]}" and "{source.name}" both write {os.path.relpath(out, root)}',
+                             file=source.file, hint="give each stage its own output_directory/vm_name")
+        outputs[out] = source.name
+    wheel_dir = _norm(cfg.cache_dir / "wheels")
+    for source in packer_cfg.sources:
+        out = _norm(root / str(source.attrs["output_directory"]) / str(source.attrs["vm_name"]))
+        inputs: set[Path] = set(packer_cfg.files) | set(packer_cfg.var_files)
+        parent: str | None = None
+        iso = _local_path(root, str(source.attrs.get("iso_url", "")))
+        if iso is not None:
+            iso = _norm(iso)
+            if iso in outputs and outputs[iso] != source.name:
+                parent = outputs[iso]
+            elif iso == out:
+                raise GraphError(f'source "qemu" "{source.name}": iso_url is its own output',
+                                 file=source.file, hint="point iso_url at the parent stage's image")
+            elif _norm(cfg.root / "build") in iso.parents:
+                raise GraphError(
+                    f'source "qemu" "{source.name}": iso_url {os.path.relpath(iso, root)} is not built by any stage',
+                    file=source.file, hint="fix iso_url or add the stage that builds it")
+            elif not iso.is_file():
+                raise GraphError(f'source "qemu" "{source.name}": iso_url {iso} does not exist',
+                                 file=source.file, hint="put the file there or fix iso_url")
+            else:
+                inputs.add(iso)
+        # Files named in qemuargs (kernel, initrd) are inputs; other stages' kernels count too.
+        for arg in source.attrs.get("qemuargs") or []:
+            for value in arg if isinstance(arg, list) else [arg]:
+                text = str(value)
+                if text.startswith("-") or URL.match(text) or "," in text or "=" in text:
+                    continue
+                candidate = _norm(root / text)
+                if candidate.is_file() or candidate in extra_outputs:
+                    inputs.add(candidate)
+        for prov in source.provisioners:
+            if prov.playbook_file is None:
+                continue
+            closure = playbook.playbook_closure(prov.playbook_file, ansible_cfg=cfg.ansible_cfg,
+                                                extra_vars=_extra_vars(prov.extra_arguments))
+            inputs |= set(closure.files)
+            warnings.extend(closure.warnings)
+            for path in _argument_paths(prov.extra_arguments, root):
+                if path == wheel_dir:
+                    inputs.add(wheel_manifest(cfg))
+                elif path.is_file():
+                    inputs.add(path)
+        if cfg.ansible_cfg is not None and source.provisioners:
+            inputs.add(cfg.ansible_cfg)
+        inputs.discard(out)
+        stages.append(Stage(
+            name=source.name, kind="packer", output=out, parent=parent,
+            inputs=tuple(sorted(inputs)), settings=_image_settings(source, root),
+            source=source, packer=packer_cfg,
+            doc=f"packer build {source.only} ({os.path.relpath(source.file, root)})",
+        ))
+    return stages, warnings
+
+
+def _order(stages: list[Stage]) -> list[Stage]:
+    """Parents before children; a cycle is an error."""
+    by_name = {s.name: s for s in stages}
+    ordered: list[Stage] = []
+    state: dict[str, int] = {}
+
+    def visit(stage: Stage, path: list[str]) -> None:
+        if state.get(stage.name) == 2:
+            return
+        if state.get(stage.name) == 1:
+            cycle = " -> ".join([*path[path.index(stage.name):], stage.name])
+            raise GraphError(f"stage cycle: {cycle}", file=stage.source.file if stage.source else None,
+                             hint="a stage's iso_url must not lead back to itself")
+        state[stage.name] = 1
+        if stage.parent:
+            visit(by_name[stage.parent], [*path, stage.name])
+        state[stage.name] = 2
+        ordered.append(stage)
+
+    for stage in stages:
+        visit(stage, [])
+    return ordered
+
+
+def load_project(root: Path, profile: str | None = None) -> Project:
+    """Read vault.toml, the templates and the playbooks under ``root`` into a Project."""
+    cfg = config_mod.load(root, profile)
+    stages = _bootstrap_stages(cfg)
+    known = {s.output: s.name for s in stages}
+    overrides = {k: v for k, v in cfg.variables.items()}
+    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, overrides=overrides)
+    extra_outputs = frozenset(p for s in stages for p in s.extra_outputs)
+    packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs)
+    stages += packer_stages
+    if not stages:
+        raise GraphError('no stages: no build block builds a source "qemu"', file=cfg.packer_dir,
+                         hint="add a qemu source and a build block, or check packer_dir")
+    ordered = _order(stages)
+    children = {s.parent for s in ordered if s.parent}
+    leaves = [s for s in ordered if s.name not in children]
+    if cfg.top:
+        try:
+            top = next(s for s in ordered if s.name == cfg.top)
+        except StopIteration:
+            raise ConfigError(f"top = {cfg.top!r} is not a stage", file=root / config_mod.CONFIG_FILE,
+                              hint="name one of: " + ", ".join(s.name for s in ordered)) from None
+    elif len(leaves) == 1:
+        top = leaves[0]
+    else:
+        raise GraphError("several top stages: " + ", ".join(s.name for s in leaves),
+                         file=root / config_mod.CONFIG_FILE, hint='set top = "<stage>" in vault.toml')
+    return Project(config=cfg, packer=packer_cfg, stages=tuple(ordered), top=top,
+                   warnings=tuple(dict.fromkeys(warnings)))

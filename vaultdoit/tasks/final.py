@@ -1,0 +1,56 @@
+"""The final image (``final_image``) and its boot test (``verify``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from vaultdoit import actions
+from vaultdoit.plan import Project
+from vaultdoit.tasks.common import log
+from vaultdoit.uptodate import settings_changed
+
+
+def boot_files(project: Project) -> tuple[Path | None, Path | None]:
+    """Kernel and initrd of the chain (from its bootstrapped base), if the base has them."""
+    base = project.chain()[0]
+    if len(base.extra_outputs) == 2:
+        return base.extra_outputs[0], base.extra_outputs[1]
+    return None, None
+
+
+def final_outputs(project: Project) -> list[Path]:
+    out = project.config.final_image
+    kernel, initrd = boot_files(project)
+    files = [out, out.with_name(out.name + ".sha256")]
+    if kernel is not None:
+        files.append(out.with_suffix(".vmlinuz"))
+    if initrd is not None:
+        files.append(out.with_suffix(".initrd.img"))
+    return files
+
+
+def final_image_task(project: Project) -> dict[str, Any]:
+    """Flatten the stage chain ending at the top stage into one compressed image."""
+    cfg = project.config
+    kernel, initrd = boot_files(project)
+    deps = [str(project.top.output), *(str(p) for p in (kernel, initrd) if p is not None)]
+    return {
+        "basename": "final_image",
+        "doc": f"flatten stages {' -> '.join(s.name for s in project.chain())} into "
+               f"build/final/{cfg.final_image.name} ({cfg.final.compression})",
+        "actions": [(actions.flatten_image, [project.top.output, cfg.final_image], {
+            "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, "final_image"),
+        })],
+        "file_dep": deps,
+        "targets": [str(p) for p in final_outputs(project)],
+        # Compression settings decide the file but not the stages: only this task re-runs.
+        "uptodate": [settings_changed(asdict(cfg.final), "final")],
+        "clean": True,
+    }
+
+
+def gen_tasks(project: Project) -> Iterator[dict[str, Any]]:
+    yield final_image_task(project)
