@@ -166,9 +166,13 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
                              file=source.file, hint="give each stage its own output_directory/vm_name")
         outputs[out] = source.name
     wheel_dir = _norm(cfg.cache_dir / "wheels")
+    # Files the keys task makes: depend on them even before they exist.
+    generated = {_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k))}
     for source in packer_cfg.sources:
         out = _norm(root / str(source.attrs["output_directory"]) / str(source.attrs["vm_name"]))
-        inputs: set[Path] = set(packer_cfg.files) | set(packer_cfg.var_files)
+        # Templates count by their resolved meaning (the settings below), not their
+        # bytes: reformatting a file or editing another stage's block rebuilds nothing.
+        inputs: set[Path] = set()
         parent: str | None = None
         iso = _local_path(root, str(source.attrs.get("iso_url", "")))
         if iso is not None:
@@ -206,7 +210,7 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
             for path in _argument_paths(prov.extra_arguments, root):
                 if path == wheel_dir:
                     inputs.add(wheel_manifest(cfg))
-                elif path.is_file():
+                elif path in generated or path.is_file():
                     inputs.add(path)
         if cfg.ansible_cfg is not None and source.provisioners:
             inputs.add(cfg.ansible_cfg)

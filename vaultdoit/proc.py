@@ -96,6 +96,17 @@ def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
     proc.wait()
 
 
+def _echo(chunk: bytes) -> None:
+    """Copy program output to our stderr, which doit may have swapped for a text buffer."""
+    stream = sys.stderr
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        buffer.write(chunk)
+    else:
+        stream.write(chunk.decode("utf-8", "replace"))
+    stream.flush()
+
+
 def _open_log(logfile: Path | None) -> IO[bytes] | int:
     if logfile is None:
         return subprocess.DEVNULL
@@ -154,8 +165,7 @@ def run(
                 deadline = None if timeout is None else time.monotonic() + timeout
                 # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
                 for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
-                    sys.stderr.buffer.write(chunk)
-                    sys.stderr.flush()
+                    _echo(chunk)
                     if not isinstance(out, int):
                         out.write(chunk)
                     if deadline and time.monotonic() > deadline:
