@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from doit.exceptions import TaskFailed
 
-from vaultdoit import accel, bootstrap, checker, packer, proc, qemu_img
+from vaultdoit import accel, bootstrap, checker, manifest, packer, proc
 from vaultdoit.errors import VaultError
 from vaultdoit.model import PackerConfig, Stage
 
@@ -64,12 +64,14 @@ def make_keys(keys: Sequence[Path], logfile: Path) -> None:
 
 
 @task_action
-def bootstrap_stage(spec: bootstrap.BootstrapSpec, workdir: Path, logfile: Path, digests: Path) -> None:
+def bootstrap_stage(spec: bootstrap.BootstrapSpec, workdir: Path, logfile: Path, digests: Path,
+                    record: Path) -> None:
     """Build a base image with mmdebstrap (see bootstrap.py)."""
     note(f"bootstrapping {spec.name} with mmdebstrap ({spec.suite}); log: {logfile}")
     start = time.monotonic()
     bootstrap.build(spec, workdir=workdir, logfile=logfile)
     checker.record_digest(spec.output, digests)
+    manifest.record_build(record, seconds=time.monotonic() - start, image=spec.output)
     note(f"{spec.name} built in {time.monotonic() - start:.0f} s")
 
 
@@ -77,7 +79,7 @@ def bootstrap_stage(spec: bootstrap.BootstrapSpec, workdir: Path, logfile: Path,
 def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: PackerConfig,
                  explicit_var_files: Sequence[Path], variables: Mapping[str, Any], accelerator: str,
                  ansible_cfg: Path | None, state_dir: Path, tools_dir: Path, logfile: Path,
-                 digests: Path) -> None:
+                 digests: Path, record: Path) -> None:
     """Build one Packer stage atomically and make its backing reference relative."""
     assert stage.source is not None
     accel_name = accel.choose(accelerator)
@@ -94,6 +96,7 @@ def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: P
     start = time.monotonic()
     packer.build_stage(stage, parent, argv=argv, env=env, cwd=root, state_dir=state_dir, logfile=logfile)
     checker.record_digest(stage.output, digests)
+    manifest.record_build(record, seconds=time.monotonic() - start, image=stage.output)
     size = stage.output.stat().st_size
     note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB overlay)")
 
@@ -118,14 +121,40 @@ def download_wheels(requirements: Path, dest: Path, manifest: Path, logfile: Pat
 
 @task_action
 def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None,
-                  cfg: Any, logfile: Path) -> None:
-    """Flatten and compress the chain into the final image (see final.py)."""
-    from vaultdoit import final
+                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, records: Path,
+                  reports: Path) -> None:
+    """Flatten and compress the chain into the final image and write its manifest."""
+    from vaultdoit import final, manifest
+
+    def make_manifest(image: Path, digest: str) -> str:
+        data = manifest.build(image=image, sha256=digest, compression=cfg.compression, chain=list(chain),
+                              root=root, records=records, reports=reports)
+        data["image"]["name"] = out.name
+        return manifest.dump(data)
 
     logfile.parent.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")
     note(f"flattening {top.name} into {out} ({cfg.compression}); log: {logfile}")
     start = time.monotonic()
-    digest = final.flatten(top, out, kernel=kernel, initrd=initrd, cfg=cfg, logfile=logfile)
+    digest = final.flatten(top, out, kernel=kernel, initrd=initrd, cfg=cfg, logfile=logfile,
+                           manifest=make_manifest)
     note(f"final image {out.name}: {out.stat().st_size / 2**20:.0f} MiB in "
          f"{time.monotonic() - start:.1f} s, sha256 {digest[:16]}…")
+
+
+@task_action
+def verify_image(spec: Any, report_file: Path) -> TaskFailed | None:
+    """Boot the final image on a throwaway snapshot and run the checks (see vm.py)."""
+    from vaultdoit import vm
+
+    note(f"boot test of {spec.image.name} (serial log in {spec.log_dir})")
+    report = vm.boot_test(spec)
+    sys.stderr.write(report.render() + "\n")
+    report_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, report_file)
+    if not report.ok:
+        failed = [c.name for c in report.checks if not c.ok]
+        return TaskFailed(f"boot test failed: {', '.join(failed)} (report: {report_file})")
+    return None

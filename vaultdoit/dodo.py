@@ -45,7 +45,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
     for warning in proj.warnings:
         print(f"vaultdoit: warning: {warning}", file=sys.stderr)
     doit_config = {
-        "default_tasks": ["final_image"],
+        "default_tasks": ["final_image", "verify"],
         "dep_file": str(cfg.state_dir / "doit.sqlite3"),
         "backend": "sqlite3",
         "check_file_uptodate": checker.make_checker(digests(proj)),

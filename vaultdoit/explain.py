@@ -15,10 +15,10 @@ from doit.dependency import Dependency, SqliteDB
 from doit.loader import generate_tasks
 from doit.task import Task
 
-from vaultdoit.dodo import project as load_project
+
 from vaultdoit import checker
 from vaultdoit.errors import ConfigError
-from vaultdoit.plan import Project
+from vaultdoit.plan import Project, load_project
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 from vaultdoit.uptodate import settings_changed, settings_diff

@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from vaultdoit import proc, qemu_img
@@ -34,9 +35,14 @@ def _publish(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
+def manifest_path(out: Path) -> Path:
+    return out.with_name(out.name + ".manifest.json")
+
+
 def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, cfg: FinalConfig,
-            logfile: Path) -> str:
-    """Write ``out`` (+ kernel, initrd, .sha256) from the chain ending at ``top``; return its sha256.
+            logfile: Path, manifest: Callable[[Path, str], str] | None = None) -> str:
+    """Write ``out`` (+ kernel, initrd, .sha256, .manifest.json) from the chain ending at
+    ``top``; return its sha256. ``manifest(image, sha256)`` returns the manifest's text.
 
     Everything is written to a scratch folder beside ``out`` and renamed into
     place only after ``qemu-img check`` passed, so a failure leaves the
@@ -60,6 +66,9 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
         if initrd is not None:
             shutil.copyfile(initrd, scratch / "initrd.img")
             pairs.append((scratch / "initrd.img", out.with_suffix(".initrd.img")))
+        if manifest is not None:
+            (scratch / "manifest.json").write_text(manifest(tmp, digest))
+            pairs.append((scratch / "manifest.json", manifest_path(out)))
         pairs += [(tmp, out), (scratch / "sha256", out.with_name(out.name + ".sha256"))]
         for src, dst in pairs:
             _publish(src, dst)

@@ -92,7 +92,7 @@ def environment(*, root: Path, tools_dir: Path | None, ansible_cfg: Path | None,
 def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
                explicit_var_files: Sequence[Path]) -> list[str]:
     """``packer build`` of one source of a template folder."""
-    argv = ["packer", "build", "-color=false", f"-only={only}"]
+    argv = ["packer", "build", "-color=false", "-timestamp-ui", f"-only={only}"]
     for var_file in explicit_var_files:
         argv.append(f"-var-file={var_file}")
     for name, value in sorted(variables.items()):

@@ -57,7 +57,7 @@ build {
     playbook_file   = "ansible/frameworks.yml"
     use_proxy       = false
     user            = var.ssh_username
-    extra_arguments = ["--extra-vars", "vault_stage=frameworks wheelhouse_dir=${abspath(var.wheelhouse)}"]
+    extra_arguments = ["--extra-vars", "vault_stage=frameworks wheelhouse_dir=${abspath(var.wheelhouse)} report_dir=${abspath(var.report_dir)}"]
   }
 }
 
@@ -73,6 +73,6 @@ build {
     playbook_file   = "ansible/final.yml"
     use_proxy       = false
     user            = var.ssh_username
-    extra_arguments = ["--extra-vars", "vault_stage=final access_pubkey_file=${abspath(var.access_pubkey_file)}"]
+    extra_arguments = ["--extra-vars", "vault_stage=final access_pubkey_file=${abspath(var.access_pubkey_file)} report_dir=${abspath(var.report_dir)}"]
   }
 }

@@ -42,6 +42,11 @@ variable "access_pubkey_file" {
   default = "build/keys/access_ed25519.pub"
 }
 
+variable "report_dir" {
+  type    = string
+  default = "build/mini/reports"
+}
+
 variable "wheelhouse" {
   type    = string
   default = "cache/wheels"

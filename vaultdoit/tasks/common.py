@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vaultdoit.model import Stage
 from vaultdoit.plan import Project
 
 
@@ -17,6 +18,16 @@ def log(project: Project, name: str) -> Path:
 def digests(project: Project) -> Path:
     """The checker's digest sidecar (see vaultdoit.checker)."""
     return project.config.state_dir / "digests.json"
+
+
+def record(project: Project, stage: Stage) -> Path:
+    """Build time and size of a stage's last build (read into the manifest)."""
+    return project.config.state_dir / "stages" / f"{stage.name}.json"
+
+
+def reports(project: Project) -> Path:
+    """Where stages leave what they report about the image (package lists)."""
+    return project.config.build_dir / "reports"
 
 
 def rel(project: Project, path: Path) -> str:

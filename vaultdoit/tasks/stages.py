@@ -9,7 +9,7 @@ from vaultdoit import actions
 from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project
 from vaultdoit.model import Stage
-from vaultdoit.tasks.common import digests, log
+from vaultdoit.tasks.common import digests, log, record
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -34,10 +34,12 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
             "tools_dir": cfg.state_dir / "tools",
             "logfile": log(project, f"stage:{stage.name}"),
             "digests": digests(project),
+            "record": record(project, stage),
         })
     else:
         action = (actions.bootstrap_stage, [project.bootstrap_spec(stage), cfg.build_dir / "tmp",
-                                            log(project, f"stage:{stage.name}"), digests(project)])
+                                            log(project, f"stage:{stage.name}"), digests(project),
+                                            record(project, stage)])
     parent_doc = f" on {parent.name}" if parent else ""
     return {
         "basename": "stage",
