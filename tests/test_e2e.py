@@ -6,11 +6,16 @@ Slow (about 20 minutes under TCG on 2 cores); CI runs it every time.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+import subprocess
+import sys
 
 from conftest import REPO, ran_tasks, run_doit
 
@@ -35,7 +40,11 @@ def project(tmp_path_factory) -> Path:
             shutil.copytree(src, root / name)
         else:
             shutil.copy2(src, root / name)
-    return root
+    # Its own APT proxy port, so a proxy left running by a build in the repository does not clash.
+    toml = root / "vault.toml"
+    toml.write_text(toml.read_text().replace('accelerator = "auto"', 'accelerator = "auto"\napt_proxy_port = 3152'))
+    yield root
+    subprocess.run([str(Path(sys.executable).parent / "vaultdoit"), "-C", str(root), "cache", "stop"], check=False)
 
 
 def doit(root: Path, *args: str) -> set[str]:
@@ -51,18 +60,20 @@ def identity(path: Path) -> tuple[int, int]:
     return st.st_ino, st.st_mtime_ns
 
 
-def boot(root: Path, checks: list[str], tag: str):
+def boot(root: Path, checks: list[str], tag: str, units: tuple[str, ...] = ("vault-monitor.service",),
+         image: Path | None = None):
     from vaultdoit.vm import BootSpec, boot_test
 
     final = root / "build/final"
     spec = BootSpec(
-        image=final / "vault-mini.qcow2",
+        image=image or final / "vault-mini.qcow2",
         kernel=final / "vault-mini.vmlinuz",
         initrd=final / "vault-mini.initrd.img",
         user="vault",
         key=root / "build/keys/access_ed25519",
-        units=("vault-monitor.service",),
+        units=units,
         checks=tuple(checks),
+        boot_timeout=900,
         log_dir=root / f"build/logs/e2e-{tag}",
     )
     report = boot_test(spec)
@@ -72,9 +83,20 @@ def boot(root: Path, checks: list[str], tag: str):
 
 def test_full_build_boot_and_incremental(project: Path):
     root = project
-    # 1. From nothing: every task runs and the final image is standalone.
-    assert doit(root, "final_image") == {"keys", "cache:wheels", *(f"stage:{s}" for s in STAGES), "final_image"}
+    # 1. From nothing: every task runs, the final image is standalone and `verify` boots it.
+    everything = {"keys", "cache:apt", "cache:wheels", *(f"stage:{s}" for s in STAGES), "final_image", "verify"}
+    assert doit(root, "final_image", "verify") == everything
     final = root / "build/final/vault-mini.qcow2"
+    verify = json.loads((root / "build/reports/verify-vault-mini.json").read_text())
+    assert verify["ok"] and {c["name"] for c in verify["checks"]} >= {"system running", "clean shutdown"}
+    manifest = json.loads((root / "build/final/vault-mini.qcow2.manifest.json").read_text())
+    assert manifest["image"]["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest()
+    assert [s["name"] for s in manifest["stages"]] == list(STAGES)
+    assert manifest["contents"]["python_packages"]["prometheus_client"] == "0.26.0"
+    assert "openssh-server" in manifest["contents"]["debian_packages"]
+    drivers_inputs = manifest["stages"][1]["inputs"]
+    playbook = root / "ansible/drivers.yml"
+    assert drivers_inputs["ansible/drivers.yml"] == hashlib.sha256(playbook.read_bytes()).hexdigest()
     from vaultdoit import qemu_img
 
     info = qemu_img.info(final)
@@ -124,9 +146,27 @@ def test_full_build_boot_and_incremental(project: Path):
     for s in ("drivers", "frameworks", "final"):
         assert identity(stage_image(root, s)) != images[s]
 
-    # 5. The rebuilt image carries both changes and still passes.
+    # The warm rebuild of drivers got its packages from the APT proxy's cache.
+    record = json.loads((root / "build/mini/.vaultdoit/stages/drivers.json").read_text())
+    assert record["apt"]["served_files"] > 0
+    assert record["apt"]["upstream_debs"] == 0, record["apt"]
+
+    # 5. The rebuilt image carries both changes; a missing unit fails the boot test.
     report = boot(root, [
         "grep -q 'debug=1' /etc/modprobe.d/vault-driver.conf",
         "grep -q 'e2e: monitoring change' /opt/vault/bin/vault-monitor",
-    ], "incremental")
-    assert report.ok, report.render()
+    ], "incremental", units=("vault-monitor.service", "vault-missing.service"))
+    failed = [c.name for c in report.checks if not c.ok]
+    assert failed == ["unit vault-missing.service active"], report.render()
+    assert not report.ok
+
+    # 6. A corrupted image fails clearly, without hanging.
+    broken = root / "build/broken.qcow2"
+    shutil.copyfile(final, broken)
+    with broken.open("r+b") as fh:
+        fh.write(b"\xff" * 2**20)
+    from vaultdoit.errors import BootError
+
+    with pytest.raises(BootError) as info:
+        boot(root, [], "broken", image=broken)
+    assert "QEMU exited" in str(info.value)

@@ -55,7 +55,7 @@ def test_task_dicts_are_valid_doit_tasks():
     tasks = {t.name: t for t in generated if not t.subtask_of and t.actions or t.subtask_of}
     for name, task in tasks.items():
         assert task.doc, f"{name} has no doc line"
-    assert set(tasks) == {"keys", "stage:base", "stage:mid", "stage:top", "final_image"}
+    assert set(tasks) == {"keys", "stage:base", "stage:mid", "stage:top", "final_image", "verify"}
     assert str(TEAM / "build/stages/base/base.qcow2") in tasks["stage:mid"].file_dep
     assert tasks["stage:top"].targets == [str(TEAM / "build/stages/top/top.qcow2")]
     assert tasks["final_image"].file_dep == {str(TEAM / "build/stages/top/top.qcow2")}

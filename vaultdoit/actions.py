@@ -6,6 +6,7 @@ one-line message (with the command's log tail) instead of a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -19,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from doit.exceptions import TaskFailed
 
-from vaultdoit import accel, bootstrap, checker, manifest, packer, proc
+from vaultdoit import accel, apt_proxy, bootstrap, checker, manifest, packer, proc
 from vaultdoit.errors import VaultError
 from vaultdoit.model import PackerConfig, Stage
 
@@ -65,13 +66,15 @@ def make_keys(keys: Sequence[Path], logfile: Path) -> None:
 
 @task_action
 def bootstrap_stage(spec: bootstrap.BootstrapSpec, workdir: Path, logfile: Path, digests: Path,
-                    record: Path) -> None:
-    """Build a base image with mmdebstrap (see bootstrap.py)."""
+                    record: Path, apt: tuple[str | None, apt_proxy.AptProxy | None] = (None, None)) -> None:
+    """Build a base image with mmdebstrap (see bootstrap.py), through the APT proxy if any."""
+    url, proxy = apt
     note(f"bootstrapping {spec.name} with mmdebstrap ({spec.suite}); log: {logfile}")
-    start = time.monotonic()
-    bootstrap.build(spec, workdir=workdir, logfile=logfile)
+    start, wall = time.monotonic(), time.time()
+    bootstrap.build(dataclasses.replace(spec, apt_proxy=url), workdir=workdir, logfile=logfile)
     checker.record_digest(spec.output, digests)
-    manifest.record_build(record, seconds=time.monotonic() - start, image=spec.output)
+    manifest.record_build(record, seconds=time.monotonic() - start, image=spec.output,
+                          apt=apt_proxy.traffic(proxy, since=wall) if proxy else None)
     note(f"{spec.name} built in {time.monotonic() - start:.0f} s")
 
 
@@ -79,7 +82,8 @@ def bootstrap_stage(spec: bootstrap.BootstrapSpec, workdir: Path, logfile: Path,
 def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: PackerConfig,
                  explicit_var_files: Sequence[Path], variables: Mapping[str, Any], accelerator: str,
                  ansible_cfg: Path | None, state_dir: Path, tools_dir: Path, logfile: Path,
-                 digests: Path, record: Path) -> None:
+                 digests: Path, record: Path,
+                 apt: tuple[str | None, apt_proxy.AptProxy | None] = (None, None)) -> None:
     """Build one Packer stage atomically and make its backing reference relative."""
     assert stage.source is not None
     accel_name = accel.choose(accelerator)
@@ -89,16 +93,28 @@ def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: P
     runtime = dict(variables)
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name
+    url, proxy = apt
+    if url and "apt_proxy" in packer_cfg.variables:
+        # Build-time only: reaches the playbooks as an extra var, never the cache key.
+        runtime["apt_proxy"] = url
     argv = packer.build_argv(packer_cfg, stage.source.only, runtime, explicit_var_files)
     logfile.parent.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")  # one log per build: the last one is what a failure shows
     note(f"building stage {stage.name} with packer ({accel_name}); log: {logfile}")
-    start = time.monotonic()
+    start, wall = time.monotonic(), time.time()
     packer.build_stage(stage, parent, argv=argv, env=env, cwd=root, state_dir=state_dir, logfile=logfile)
     checker.record_digest(stage.output, digests)
-    manifest.record_build(record, seconds=time.monotonic() - start, image=stage.output)
+    manifest.record_build(record, seconds=time.monotonic() - start, image=stage.output,
+                          apt=apt_proxy.traffic(proxy, since=wall) if proxy else None)
     size = stage.output.stat().st_size
     note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB overlay)")
+
+
+@task_action
+def start_apt_proxy(proxy: apt_proxy.AptProxy, logfile: Path) -> None:
+    """Start (or find running) the build's own apt-cacher-ng on loopback."""
+    url = apt_proxy.start(proxy, logfile=logfile)
+    note(f"APT proxy {url} (cache in {proxy.data_dir}; stop it with `vaultdoit cache stop`)")
 
 
 @task_action

@@ -116,6 +116,43 @@ def status(obj: dict[str, object], as_json: bool) -> None:
             click.echo(f"{item.task:<{width}}  {verdict}")
 
 
+@cli.group()
+def cache() -> None:
+    """Inspect and manage the download caches (cache/)."""
+
+
+def _project(obj: dict[str, object]):  # type: ignore[no-untyped-def]
+    from vaultdoit.plan import load_project
+
+    return load_project(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+
+
+@cache.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def cache_status(obj: dict[str, object], as_json: bool) -> None:
+    """Each cache: where it is, its size and entries; the APT proxy's traffic per stage."""
+    import json as json_mod
+
+    from vaultdoit import cache_report
+
+    with exit_on_error(bool(obj["debug"])):
+        report = cache_report.collect(_project(obj))
+        click.echo(json_mod.dumps(report, indent=2, sort_keys=True) if as_json else cache_report.render(report))
+
+
+@cache.command("stop")
+@click.pass_obj
+def cache_stop(obj: dict[str, object]) -> None:
+    """Stop the build's apt-cacher-ng (it keeps running between builds to stay warm)."""
+    from vaultdoit import apt_proxy
+
+    with exit_on_error(bool(obj["debug"])):
+        cfg = _project(obj).config
+        proxy = apt_proxy.AptProxy(cfg.cache_dir / "apt", cfg.apt_proxy_port)
+        click.echo("stopped apt-cacher-ng" if apt_proxy.stop(proxy) else "apt-cacher-ng was not running")
+
+
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing dodo.py.")

@@ -76,6 +76,8 @@ class ProjectConfig:
     final: FinalConfig = FinalConfig()
     verify: VerifyConfig = VerifyConfig()
     top: str | None = None  # the stage flattened into the final image (default: the only leaf)
+    apt_proxy: str = "auto"  # auto (our apt-cacher-ng if installed), off, or an external proxy URL
+    apt_proxy_port: int = 3142
 
     @property
     def final_dir(self) -> Path:
@@ -222,4 +224,13 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
             memory=_get(verify, "memory", int, 1024, where + "verify."),
         ),
         top=_get(merged, "top", str, None, where),
+        apt_proxy=_apt_proxy(_get(merged, "apt_proxy", str, "auto", where), path),
+        apt_proxy_port=_get(merged, "apt_proxy_port", int, 3142, where),
     )
+
+
+def _apt_proxy(value: str, path: Path) -> str:
+    if value in ("auto", "off") or value.startswith(("http://", "https://")):
+        return value
+    raise ConfigError(f"apt_proxy must be auto, off or an http:// URL, not {value!r}", file=path,
+                      hint='use apt_proxy = "auto"')

@@ -59,3 +59,7 @@ class CommandFailed(VaultError):
 
 class ArtifactError(VaultError):
     """A built artifact is missing or not what the stage promised."""
+
+
+class BootError(VaultError):
+    """An image could not be booted far enough to test it."""

@@ -30,11 +30,15 @@ def stage_key(stage: Stage, input_digests: dict[str, str], parent_key: str | Non
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def record_build(record: Path, *, seconds: float, image: Path) -> None:
-    """Remember how long a stage took and how big its image is (read by the manifest)."""
+def record_build(record: Path, *, seconds: float, image: Path, apt: Any = None) -> None:
+    """Remember how long a stage took, how big its image is and its APT proxy traffic."""
     record.parent.mkdir(parents=True, exist_ok=True)
-    data = {"build_seconds": round(seconds, 1), "image_bytes": image.stat().st_size,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    data: dict[str, Any] = {"build_seconds": round(seconds, 1), "image_bytes": image.stat().st_size,
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if apt is not None:
+        data["apt"] = {"upstream_bytes": apt.upstream_bytes, "upstream_files": apt.upstream_files,
+                       "upstream_debs": apt.upstream_debs, "served_bytes": apt.served_bytes,
+                       "served_files": apt.served_files}
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, sort_keys=True))
     tmp.replace(record)

@@ -230,3 +230,28 @@ def describe_exit(code: int) -> str:
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
     """Last lines of a log file."""
     return _tail(path, lines)
+
+
+def check_output(argv: Sequence[str | os.PathLike[str]], *, timeout: float = 60.0,
+                 logfile: Path | None = None) -> tuple[int, str]:
+    """Run a short command and return (exit code, combined output) without raising on failure.
+
+    For probes and checks whose failure is an answer, not an error (ssh checks).
+    """
+    args = [os.fspath(a) for a in argv]
+    args[0] = find_tool(args[0]) if os.sep not in args[0] else args[0]
+    cmdline = shlex.join([Path(args[0]).name, *args[1:]])
+    log.debug("+ %s", cmdline)
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        stop(proc, grace=2.0)
+        raise
+    text = out.decode("utf-8", "replace")
+    if logfile is not None:
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with logfile.open("a") as fh:
+            fh.write(f"+ {cmdline}\n{text}[exit {proc.returncode}]\n")
+    return proc.returncode, text

@@ -26,7 +26,8 @@ source "qemu" "stage" {
   ssh_username         = var.ssh_username
   ssh_private_key_file = var.ssh_private_key_file
   ssh_timeout          = "20m"
-  shutdown_command     = "sudo shutdown -P now"
+  # Ansible's temporary files can only go once Ansible is done: at shutdown.
+  shutdown_command = "sudo sh -c 'rm -rf /tmp/* /var/tmp/* /root/.ansible /home/${var.ssh_username}/.ansible; shutdown -P now'"
 }
 
 build {
@@ -41,7 +42,7 @@ build {
     playbook_file   = "ansible/drivers.yml"
     use_proxy       = false
     user            = var.ssh_username
-    extra_arguments = ["--extra-vars", "vault_stage=drivers"]
+    extra_arguments = ["--extra-vars", "vault_stage=drivers apt_proxy=${var.apt_proxy}"]
   }
 }
 
@@ -57,7 +58,7 @@ build {
     playbook_file   = "ansible/frameworks.yml"
     use_proxy       = false
     user            = var.ssh_username
-    extra_arguments = ["--extra-vars", "vault_stage=frameworks wheelhouse_dir=${abspath(var.wheelhouse)} report_dir=${abspath(var.report_dir)}"]
+    extra_arguments = ["--extra-vars", "vault_stage=frameworks wheelhouse_dir=${abspath(var.wheelhouse)} report_dir=${abspath(var.report_dir)} apt_proxy=${var.apt_proxy}"]
   }
 }
 
@@ -73,6 +74,6 @@ build {
     playbook_file   = "ansible/final.yml"
     use_proxy       = false
     user            = var.ssh_username
-    extra_arguments = ["--extra-vars", "vault_stage=final access_pubkey_file=${abspath(var.access_pubkey_file)} report_dir=${abspath(var.report_dir)}"]
+    extra_arguments = ["--extra-vars", "vault_stage=final access_pubkey_file=${abspath(var.access_pubkey_file)} report_dir=${abspath(var.report_dir)} apt_proxy=${var.apt_proxy}"]
   }
 }

@@ -12,6 +12,13 @@ variable "accelerator" {
   default = "tcg"
 }
 
+# Set by vaultdoit at build time to its apt-cacher-ng (as the guest sees it);
+# never part of a stage's cache key and never written into an image.
+variable "apt_proxy" {
+  type    = string
+  default = ""
+}
+
 variable "memory" {
   type    = number
   default = 1024

@@ -7,7 +7,7 @@ from typing import Any
 
 from doit.tools import run_once
 
-from vaultdoit import actions
+from vaultdoit import actions, apt_proxy
 from vaultdoit.plan import Project, pubkey, wheel_manifest
 from vaultdoit.tasks.common import log
 
@@ -32,8 +32,7 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
         return None
     manifest = wheel_manifest(cfg)
     return {
-        "basename": "cache",
-        "name": "wheels",
+        "basename": "cache:wheels",
         "doc": f"download the wheels pinned in {cfg.requirements.relative_to(cfg.root)} into cache/wheels",
         "actions": [(actions.download_wheels, [cfg.requirements, manifest.parent, manifest,
                                                log(project, "cache:wheels")])],
@@ -43,8 +42,51 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
     }
 
 
+def apt_proxy_task(project: Project) -> dict[str, Any] | None:
+    """Our apt-cacher-ng on loopback, started when it is not already serving."""
+    proxy = managed_proxy(project)
+    if proxy is None:
+        return None
+
+    def serving() -> bool:
+        return apt_proxy.healthy(proxy)
+
+    return {
+        "basename": "cache:apt",
+        "doc": f"start the build's apt-cacher-ng on 127.0.0.1:{proxy.port} (cache in cache/apt)",
+        "actions": [(actions.start_apt_proxy, [proxy, log(project, "cache:apt")])],
+        "uptodate": [serving],
+    }
+
+
+def uses_apt(project: Project) -> bool:
+    """Whether any stage can take a proxy: a bootstrap, or templates declaring ``apt_proxy``."""
+    return bool(project.config.bootstraps) or (
+        project.packer is not None and "apt_proxy" in project.packer.variables)
+
+
+def managed_proxy(project: Project) -> apt_proxy.AptProxy | None:
+    cfg = project.config
+    if not uses_apt(project):
+        return None
+    return apt_proxy.managed(cfg.apt_proxy, cfg.cache_dir / "apt", cfg.apt_proxy_port)
+
+
+def proxy_for_builds(project: Project) -> tuple[tuple[str | None, Any], tuple[str | None, Any]]:
+    """((host URL, proxy), (guest URL, proxy)) handed to the stage actions."""
+    cfg = project.config
+    if not uses_apt(project):
+        return (None, None), (None, None)
+    host, guest = apt_proxy.urls(cfg.apt_proxy, cfg.cache_dir / "apt", cfg.apt_proxy_port)
+    proxy = managed_proxy(project)
+    return (host, proxy), (guest, proxy)
+
+
 def gen_tasks(project: Project) -> Iterator[dict[str, Any]]:
     yield keys_task(project)
+    apt = apt_proxy_task(project)
+    if apt is not None:
+        yield apt
     wheels = wheels_task(project)
     if wheels is not None:
         yield wheels

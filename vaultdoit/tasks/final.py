@@ -90,7 +90,4 @@ def verify_task(project: Project) -> dict[str, Any]:
 
 def gen_tasks(project: Project) -> Iterator[dict[str, Any]]:
     yield final_image_task(project)
-    try:  # TEMP-GUARD
-        yield verify_task(project)
-    except ImportError:  # TEMP-GUARD
-        pass
+    yield verify_task(project)

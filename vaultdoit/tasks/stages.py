@@ -9,6 +9,7 @@ from vaultdoit import actions
 from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project
 from vaultdoit.model import Stage
+from vaultdoit.tasks.caches import managed_proxy, proxy_for_builds
 from vaultdoit.tasks.common import digests, log, record
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
@@ -21,6 +22,7 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
     if parent is not None:
         file_dep.append(str(parent.output))
     action: tuple[Any, ...]
+    host_apt, guest_apt = proxy_for_builds(project)
     if stage.kind == "packer":
         assert project.packer is not None
         action = (actions.packer_stage, [stage, parent.output if parent else None], {
@@ -35,20 +37,23 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
             "logfile": log(project, f"stage:{stage.name}"),
             "digests": digests(project),
             "record": record(project, stage),
+            "apt": guest_apt,
         })
     else:
         action = (actions.bootstrap_stage, [project.bootstrap_spec(stage), cfg.build_dir / "tmp",
                                             log(project, f"stage:{stage.name}"), digests(project),
-                                            record(project, stage)])
+                                            record(project, stage)], {"apt": host_apt})
     parent_doc = f" on {parent.name}" if parent else ""
     return {
-        "basename": "stage",
-        "name": stage.name,
+        # A top-level name (not a subtask) so plain `doit list` shows every stage.
+        "basename": f"stage:{stage.name}",
         "doc": f"{stage.doc}{parent_doc}",
         "actions": [action],
         "file_dep": sorted(set(file_dep)),
         "targets": [str(stage.output), *(str(p) for p in stage.extra_outputs)],
         "uptodate": [settings_changed(stage.settings), not_interrupted(marker_path(cfg.state_dir, stage))],
+        # Ordering only: the proxy must serve before a stage installs packages.
+        "task_dep": ["cache:apt"] if managed_proxy(project) else [],
         "clean": True,
     }
 

@@ -1,0 +1,67 @@
+"""What `vaultdoit cache status` reports: each cache's location, size and entries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vaultdoit import apt_proxy
+from vaultdoit.plan import Project, wheel_manifest
+
+
+def _size(folder: Path) -> dict[str, Any]:
+    total, files = apt_proxy.disk_usage(folder) if folder.exists() else (0, 0)
+    return {"path": str(folder), "bytes": total, "files": files}
+
+
+def collect(project: Project) -> dict[str, Any]:
+    """A JSON-ready description of every cache of the project."""
+    cfg = project.config
+    wheels = _size(cfg.cache_dir / "wheels")
+    manifest = wheel_manifest(cfg)
+    wheels["entries"] = len(json.loads(manifest.read_text())["wheels"]) if manifest.exists() else 0
+    proxy = apt_proxy.AptProxy(cfg.cache_dir / "apt", cfg.apt_proxy_port)
+    apt = _size(proxy.data_dir)
+    apt["mode"] = cfg.apt_proxy
+    apt["running"] = apt_proxy.healthy(proxy)
+    apt["url"] = proxy.host_url if apt["running"] else None
+    total = apt_proxy.traffic(proxy)
+    apt["all_time"] = {"upstream_bytes": total.upstream_bytes, "served_bytes": total.served_bytes}
+    stages = {}
+    for stage in project.stages:
+        record = cfg.state_dir / "stages" / f"{stage.name}.json"
+        if record.exists():
+            data = json.loads(record.read_text())
+            if "apt" in data:
+                stages[stage.name] = {**data["apt"], "finished": data.get("finished")}
+    apt["last_build_per_stage"] = stages
+    return {
+        "wheels": wheels,
+        "apt": apt,
+        "packer": _size(cfg.cache_dir / "packer"),
+        "isos": _size(cfg.cache_dir / "isos"),
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def render(report: dict[str, Any]) -> str:
+    """Human-readable lines."""
+    w, a = report["wheels"], report["apt"]
+    lines = [
+        f"wheels  {w['path']}: {_mib(w['bytes'])}, {w['entries']} wheels",
+        f"apt     {a['path']}: {_mib(a['bytes'])}, {a['files']} files, "
+        + (f"serving on {a['url']}" if a["running"] else f"not running (mode: {a['mode']})"),
+    ]
+    for name, t in a["last_build_per_stage"].items():
+        hits = t["served_files"] - t["upstream_files"]
+        lines.append(f"          stage {name} (last build {t['finished']}): {t['served_files']} requests, "
+                     f"{max(hits, 0)} from cache, {t['upstream_files']} from upstream "
+                     f"({_mib(t['upstream_bytes'])} of {_mib(t['served_bytes'])}), {t['upstream_debs']} .deb upstream")
+    for key in ("packer", "isos"):
+        c = report[key]
+        lines.append(f"{key:<7} {c['path']}: {_mib(c['bytes'])}, {c['files']} files")
+    return "\n".join(lines)
