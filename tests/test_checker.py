@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,6 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
 # Import from the source tree when the package is not installed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vaultdoit import checker  # noqa: E402
 from vaultdoit.checker import ALGO, BigFileChecker, DigestCache, make_checker, record_digest  # noqa: E402
