@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from doit.exceptions import TaskFailed
 
+from vaultdoit import ansible_cfg as ansible_cfg_mod
 from vaultdoit import accel, apt_proxy, bootstrap, checker, manifest, packer, proc
 from vaultdoit.errors import VaultError
 from vaultdoit.model import PackerConfig, Stage
@@ -88,8 +89,10 @@ def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: P
     assert stage.source is not None
     accel_name = accel.choose(accelerator)
     shim = packer.needs_backing_format_shim(packer.packer_version(), packer.qemu_img_version())
+    merged_cfg = ansible_cfg_mod.write(ansible_cfg, root / "cache" / "facts" / stage.name,
+                                       state_dir / "ansible" / f"{stage.name}.cfg")
     env = packer.environment(root=root, tools_dir=packer.write_shim(tools_dir) if shim else None,
-                             ansible_cfg=ansible_cfg)
+                             ansible_cfg=merged_cfg)
     runtime = dict(variables)
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name

@@ -57,8 +57,10 @@ def mmdebstrap_argv(spec: BootstrapSpec, rootdir: Path) -> list[str]:
         f"--customize-hook=rm -f \"$1/tmp/{spec.configure.name}\"",
     ]
     if spec.apt_proxy:
-        # Applies to mmdebstrap's own apt runs only: the option is not written into the image.
         argv.append(f"--aptopt=Acquire::http::Proxy \"{spec.apt_proxy}\"")
+    # mmdebstrap saves every --aptopt in 99mmdebstrap inside the image: the build's
+    # proxy (and relaxed checks) must not stay there.
+    argv.append('--customize-hook=rm -f "$1/etc/apt/apt.conf.d/99mmdebstrap"')
     argv += [spec.suite, str(rootdir)]
     if spec.mirror:
         argv.append(spec.mirror)

@@ -1,0 +1,153 @@
+"""The ISO store: remote or outside-the-project images fetched once into cache/isos/ and verified.
+
+Downloads resume after an interruption (HTTP Range); a partial file is never
+taken for a complete one; a checksum mismatch deletes the file and reports
+both digests. A verified file copied in by hand is used as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from vaultdoit.errors import VaultError
+
+CHUNK = 1 << 20
+ALGOS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+
+
+class ChecksumError(VaultError):
+    """The file's digest is not the one the template promises."""
+
+
+def file_name(url: str) -> str:
+    """The store's name for ``url``: its last path component."""
+    name = os.path.basename(unquote(urlparse(url).path)) if "://" in url else os.path.basename(url)
+    if not name:
+        raise VaultError(f"cannot tell a file name from {url}", hint="point iso_url at a file")
+    return name
+
+
+def _open(url: str, timeout: float = 60.0, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    if "://" not in url:
+        url = Path(url).resolve().as_uri()
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
+
+
+def parse_checksum(spec: str, url: str) -> tuple[str, str] | None:
+    """(algorithm, hex digest) from an ``iso_checksum``; None for ``none``.
+
+    Accepts ``algo:hex``, a bare hex digest, and ``file:URL`` (a SHA256SUMS-style
+    list in which the line naming the file holds its digest).
+    """
+    spec = spec.strip()
+    if spec.lower() == "none" or not spec:
+        return None
+    if spec.startswith("file:"):
+        return _from_list(spec[len("file:"):], url)
+    if ":" in spec:
+        algo, digest = spec.split(":", 1)
+        return algo.lower(), digest.lower()
+    if len(spec) in ALGOS:
+        return ALGOS[len(spec)], spec.lower()
+    raise VaultError(f"cannot read iso_checksum {spec!r}", hint='use "sha256:<hex>", "file:<url>" or "none"')
+
+
+def _from_list(list_url: str, url: str) -> tuple[str, str]:
+    try:
+        with _open(list_url, timeout=30) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as exc:
+        raise VaultError(f"cannot read the checksum list {list_url}: {exc}",
+                         hint="check the URL, or give iso_checksum as sha256:<hex>") from None
+    name = file_name(url)
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[-1].lstrip("*").lstrip("./") == name and len(parts[0]) in ALGOS:
+            return ALGOS[len(parts[0])], parts[0].lower()
+        match = re.match(r"^(\w+) \((.+)\) = ([0-9a-fA-F]+)$", line)  # BSD style
+        if match and os.path.basename(match.group(2)) == name:
+            return match.group(1).lower(), match.group(3).lower()
+    raise VaultError(f"{name} is not listed in {list_url}", hint="check the checksum list or iso_url")
+
+
+def digest(path: Path, algo: str) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, algo).hexdigest()
+
+
+def _verify(path: Path, expected: tuple[str, str] | None) -> None:
+    if expected is None:
+        return
+    algo, want = expected
+    got = digest(path, algo)
+    if got != want:
+        path.unlink(missing_ok=True)
+        raise ChecksumError(f"{algo} mismatch: expected {want}, got {got}; the file was deleted",
+                            file=path, hint="check iso_url and iso_checksum, then run again")
+
+
+def _progress(done: int, total: int | None) -> None:
+    if total:
+        sys.stderr.write(f"\r  {done / 2**20:8.1f} / {total / 2**20:.1f} MiB ({100 * done / total:5.1f}%)")
+    else:
+        sys.stderr.write(f"\r  {done / 2**20:8.1f} MiB")
+    sys.stderr.flush()
+
+
+def _download(url: str, part: Path) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        resp = _open(url, headers=headers)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # already complete
+            return
+        raise
+    with resp:
+        resumed = have and getattr(resp, "status", 200) == 206
+        length = resp.headers.get("Content-Length")
+        total = (int(length) + (have if resumed else 0)) if length else None
+        mode = "ab" if resumed else "wb"
+        done = have if resumed else 0
+        with part.open(mode) as out:
+            while chunk := resp.read(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                _progress(done, total)
+    sys.stderr.write("\n")
+    if total is not None and part.stat().st_size != total:
+        raise VaultError(f"download of {url} ended early ({part.stat().st_size} of {total} bytes)",
+                         file=part, hint="run again: the download resumes")
+
+
+def fetch(url: str, checksum: str, store: Path) -> Path:
+    """Make ``url`` present and verified in ``store``; return its path there."""
+    store.mkdir(parents=True, exist_ok=True)
+    target = store / file_name(url)
+    expected = parse_checksum(checksum, url)
+    if target.exists():
+        _verify(target, expected)  # a file copied in by hand is welcome once it verifies
+        return target
+    part = target.with_name(target.name + ".part")
+    try:
+        if url.startswith("file://") or "://" not in url:
+            src = Path(unquote(urlparse(url).path)) if url.startswith("file://") else Path(url)
+            shutil.copyfile(src, part)
+        else:
+            _download(url, part)
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise VaultError(f"cannot fetch {url}: {reason}", file=target,
+                         hint=f"on a machine without network, put the file at {target} "
+                              "(it is checked against iso_checksum)") from None
+    _verify(part, expected)
+    os.replace(part, target)
+    return target
