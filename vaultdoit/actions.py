@@ -42,6 +42,11 @@ def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
     return wrapper
 
 
+def iso_digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def note(message: str) -> None:
     """Progress line on stderr (doit shows stderr of running tasks)."""
     sys.stderr.write(f"vaultdoit: {message}\n")
@@ -96,6 +101,12 @@ def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: P
     runtime = dict(variables)
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name
+    if stage.iso is not None and "iso_url" in stage.source.attr_vars:
+        # Point the template at the verified copy in the ISO store; Packer re-checks it.
+        cached = stage.iso[2]
+        runtime[stage.source.attr_vars["iso_url"]] = str(cached)
+        if "iso_checksum" in stage.source.attr_vars:
+            runtime[stage.source.attr_vars["iso_checksum"]] = "sha256:" + iso_digest(cached)
     url, proxy = apt
     if url and "apt_proxy" in packer_cfg.variables:
         # Build-time only: reaches the playbooks as an extra var, never the cache key.
@@ -111,6 +122,16 @@ def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: P
                           apt=apt_proxy.traffic(proxy, since=wall) if proxy else None)
     size = stage.output.stat().st_size
     note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB overlay)")
+
+
+@task_action
+def fetch_iso(url: str, checksum: str, store: Path) -> None:
+    """Put ``url`` into the ISO store, verified (see iso_store.py)."""
+    from vaultdoit import iso_store
+
+    note(f"fetching {url} into {store}")
+    path = iso_store.fetch(url, checksum, store)
+    note(f"{path.name}: {path.stat().st_size / 2**20:.0f} MiB, verified")
 
 
 @task_action

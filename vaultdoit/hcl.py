@@ -29,6 +29,9 @@ PROVISIONER_ATTRS = ("playbook_file", "extra_arguments")
 PROVISIONER_TYPES = ("ansible", "ansible-local")
 
 
+_LONE_VAR = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_-]*)\}")
+
+
 class Unresolvable(Exception):
     """An expression refers to something we cannot know before Packer runs."""
 
@@ -569,6 +572,9 @@ def _build_sources(build: dict[str, Any], path: Path, sources: dict[str, tuple[P
                     extra_arguments=tuple(str(a) for a in extra),
                     settings={k: v for k, v in presolved.items() if k not in ("playbook_file", "extra_arguments")},
                 ))
+        attr_vars = {key: m.group(1) for key in ("iso_url", "iso_checksum")
+                     if isinstance(attrs.get(key), str) and (m := _LONE_VAR.fullmatch(attrs[key]))}
         result.append(PackerSource(name=name, file=src_file, attrs=resolved,
-                                   provisioners=tuple(provisioners), build_name=build_name))
+                                   provisioners=tuple(provisioners), build_name=build_name,
+                                   attr_vars=attr_vars))
     return result

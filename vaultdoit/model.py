@@ -26,6 +26,8 @@ class PackerSource:
     attrs: dict[str, Any] = field(hash=False, compare=False)  # resolved attributes
     provisioners: tuple[Provisioner, ...] = ()
     build_name: str | None = None  # ``build { name = ... }`` when set
+    # Attributes written as a lone ``var.X`` (attribute -> X): vaultdoit can point them elsewhere.
+    attr_vars: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def only(self) -> str:
@@ -66,4 +68,5 @@ class Stage:
     source: PackerSource | None = None
     packer: PackerConfig | None = None
     extra_outputs: tuple[Path, ...] = ()  # e.g. kernel and initrd of a bootstrapped base
+    iso: tuple[str, str, Path] | None = None  # (iso_url, iso_checksum, its place in the ISO store)
     doc: str = ""

@@ -94,6 +94,10 @@ def _local_path(root: Path, url: str) -> Path | None:
     return path if path.is_absolute() else root / path
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
 def _norm(path: Path) -> Path:
     return Path(os.path.normpath(path))
 
@@ -174,8 +178,20 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
         # bytes: reformatting a file or editing another stage's block rebuilds nothing.
         inputs: set[Path] = set()
         parent: str | None = None
-        iso = _local_path(root, str(source.attrs.get("iso_url", "")))
-        if iso is not None:
+        iso_url = str(source.attrs.get("iso_url", ""))
+        iso = _local_path(root, iso_url)
+        store: tuple[str, str, Path] | None = None
+        if iso is None or (iso_url.startswith("file://") and not _inside(_norm(iso), root)):
+            # Remote (or outside the project): fetched into the ISO store by cache:iso-<stage>.
+            from vaultdoit.iso_store import file_name
+
+            cached = cfg.cache_dir / "isos" / file_name(iso_url)
+            store = (iso_url, str(source.attrs.get("iso_checksum", "none")), cached)
+            inputs.add(cached)
+            if "iso_url" not in source.attr_vars:
+                warnings.append(f'{source.file}: source "qemu" "{source.name}": iso_url is not a lone var.*, '
+                                "so Packer downloads it itself; write iso_url = var.iso_url to use the ISO store")
+        elif iso is not None:
             iso = _norm(iso)
             if iso in outputs and outputs[iso] != source.name:
                 parent = outputs[iso]
@@ -218,7 +234,7 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
         stages.append(Stage(
             name=source.name, kind="packer", output=out, parent=parent,
             inputs=tuple(sorted(inputs)), settings=_image_settings(source, root),
-            source=source, packer=packer_cfg,
+            source=source, packer=packer_cfg, iso=store,
             doc=f"packer build {source.only} ({os.path.relpath(source.file, root)})",
         ))
     return stages, warnings

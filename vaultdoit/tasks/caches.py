@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from doit.tools import run_once
@@ -10,6 +11,7 @@ from doit.tools import run_once
 from vaultdoit import actions, apt_proxy
 from vaultdoit.plan import Project, pubkey, wheel_manifest
 from vaultdoit.tasks.common import log
+from vaultdoit.uptodate import settings_changed
 
 
 def keys_task(project: Project) -> dict[str, Any]:
@@ -82,8 +84,27 @@ def proxy_for_builds(project: Project) -> tuple[tuple[str | None, Any], tuple[st
     return (host, proxy), (guest, proxy)
 
 
+def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
+    """One task per distinct remote image: fetch it into cache/isos and verify it."""
+    seen: set[Path] = set()
+    for stage in project.stages:
+        if stage.iso is None or stage.iso[2] in seen:
+            continue
+        url, checksum, cached = stage.iso
+        seen.add(cached)
+        yield {
+            "basename": f"cache:iso-{cached.name}",
+            "doc": f"fetch {url} into cache/isos and verify it ({checksum.split(':')[0]})",
+            "actions": [(actions.fetch_iso, [url, checksum, cached.parent])],
+            "targets": [str(cached)],
+            # The file is the cache: once present and verified it is never fetched again.
+            "uptodate": [settings_changed({"url": url, "checksum": checksum}, "iso")],
+        }
+
+
 def gen_tasks(project: Project) -> Iterator[dict[str, Any]]:
     yield keys_task(project)
+    yield from iso_tasks(project)
     apt = apt_proxy_task(project)
     if apt is not None:
         yield apt

@@ -1,0 +1,167 @@
+"""The ISO store against a loopback HTTP server: download, resume, checksums, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from vaultdoit.errors import VaultError
+from vaultdoit.iso_store import ChecksumError, fetch, parse_checksum
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    requests: list[tuple[str, str | None]] = []
+    cut_after: int | None = None  # simulate a dropped connection after this many bytes
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        Handler.requests.append((self.path, self.headers.get("Range")))
+        if self.path == "/SHA256SUMS":
+            body = f"{'0' * 64}  other.iso\n{SHA}  disk.iso\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path != "/disk.iso":
+            self.send_error(404)
+            return
+        start = 0
+        if rng := self.headers.get("Range"):
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(DATA) - 1}/{len(DATA)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(DATA) - start))
+        self.end_headers()
+        body = DATA[start:]
+        if Handler.cut_after is not None:
+            body = body[: Handler.cut_after]
+            Handler.cut_after = None
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server():
+    Handler.requests = []
+    Handler.cut_after = None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_and_verify(server: str, tmp_path: Path):
+    path = fetch(f"{server}/disk.iso", f"sha256:{SHA}", tmp_path)
+    assert path == tmp_path / "disk.iso" and path.read_bytes() == DATA
+    assert not (tmp_path / "disk.iso.part").exists()
+    # Present and verified: nothing is requested again.
+    Handler.requests.clear()
+    assert fetch(f"{server}/disk.iso", f"sha256:{SHA}", tmp_path) == path
+    assert Handler.requests == []
+
+
+def test_interrupted_download_resumes(server: str, tmp_path: Path):
+    Handler.cut_after = 300_000
+    with pytest.raises(VaultError, match="ended early"):
+        fetch(f"{server}/disk.iso", f"sha256:{SHA}", tmp_path)
+    assert not (tmp_path / "disk.iso").exists(), "a partial file never counts"
+    assert (tmp_path / "disk.iso.part").stat().st_size == 300_000
+    path = fetch(f"{server}/disk.iso", f"sha256:{SHA}", tmp_path)
+    assert path.read_bytes() == DATA
+    assert Handler.requests[-1] == ("/disk.iso", "bytes=300000-")
+
+
+def test_checksum_mismatch_deletes_and_shows_both_digests(server: str, tmp_path: Path):
+    wrong = "1" * 64
+    with pytest.raises(ChecksumError) as info:
+        fetch(f"{server}/disk.iso", f"sha256:{wrong}", tmp_path)
+    assert f"expected {wrong}, got {SHA}" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checksum_list_url(server: str, tmp_path: Path):
+    assert parse_checksum(f"file:{server}/SHA256SUMS", f"{server}/disk.iso") == ("sha256", SHA)
+    assert fetch(f"{server}/disk.iso", f"file:{server}/SHA256SUMS", tmp_path).read_bytes() == DATA
+
+
+def test_file_copied_in_by_hand_is_accepted(tmp_path: Path):
+    (tmp_path / "disk.iso").write_bytes(DATA)
+    assert fetch("http://127.0.0.1:9/disk.iso", f"sha256:{SHA}", tmp_path) == tmp_path / "disk.iso"
+
+
+def test_local_paths_and_file_urls(tmp_path: Path):
+    src = tmp_path / "src" / "disk.iso"
+    src.parent.mkdir()
+    src.write_bytes(DATA)
+    assert fetch(str(src), SHA, tmp_path / "a").read_bytes() == DATA
+    assert fetch(src.as_uri(), "none", tmp_path / "b").read_bytes() == DATA
+
+
+def test_offline_error_says_where_to_put_the_file(tmp_path: Path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(VaultError) as info:
+        fetch(f"http://127.0.0.1:{port}/disk.iso", f"sha256:{SHA}", tmp_path)
+    assert f"put the file at {tmp_path / 'disk.iso'}" in str(info.value)
+
+
+def test_remote_iso_becomes_a_cache_task_the_stage_depends_on(server: str, tmp_path: Path):
+    import json
+    import os
+
+    from conftest import TESTS, run_doit
+    from vaultdoit.plan import load_project
+
+    root = tmp_path / "proj"
+    (root / "packer").mkdir(parents=True)
+    (root / "dodo.py").write_text((TESTS / "fixtures/projects/team/dodo.py").read_text())
+    (root / "packer/t.pkr.hcl").write_text(f'''
+variable "iso_url" {{
+  default = "{server}/disk.iso"
+}}
+variable "iso_checksum" {{
+  default = "file:{server}/SHA256SUMS"
+}}
+source "qemu" "os" {{
+  iso_url          = var.iso_url
+  iso_checksum     = var.iso_checksum
+  output_directory = "build/os"
+  vm_name          = "os.qcow2"
+}}
+build {{
+  sources = ["source.qemu.os"]
+}}
+''')
+    project = load_project(root)
+    (stage,) = project.stages
+    assert stage.iso == (f"{server}/disk.iso", f"file:{server}/SHA256SUMS", root / "cache/isos/disk.iso")
+    assert root / "cache/isos/disk.iso" in stage.inputs
+    plan = {"os": {"output": str(stage.output), "parent": None}}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    env = {"PATH": f"{TESTS / 'fakes'}{os.pathsep}{os.environ['PATH']}",
+           "FAKE_PACKER_PLAN": str(tmp_path / "plan.json"), "FAKE_PACKER_LOG": str(tmp_path / "log")}
+    out = run_doit(root, "final_image", env=env)
+    assert "cache:iso-disk.iso" in out.stdout
+    assert (root / "cache/isos/disk.iso").read_bytes() == DATA
+    argv = (root / "build/logs/stage-os.log").read_text().splitlines()[0]
+    assert f"-var iso_url={root / 'cache/isos/disk.iso'}" in argv
+    assert f"-var iso_checksum=sha256:{SHA}" in argv
+    # Warm: nothing is fetched again.
+    Handler.requests.clear()
+    run_doit(root, "final_image", env=env)
+    assert Handler.requests == []
