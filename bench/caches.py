@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import copy_project
+
 BIN = Path(sys.executable).parent
-FILES = ("dodo.py", "vault.toml", "packer", "ansible", "python")
 
 
 def doit(root: Path, *args: str) -> float:
@@ -46,13 +46,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=3162, help="port of this run's own apt-cacher-ng")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="vaultdoit-bench-caches-"))
-    root = work / "project"
-    root.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        src = REPO / name
-        (shutil.copytree(src, root / name, dirs_exist_ok=True) if src.is_dir() else shutil.copy2(src, root / name))
-    toml = root / "vault.toml"
-    toml.write_text(toml.read_text().replace('accelerator = "auto"', f'accelerator = "auto"\napt_proxy_port = {args.port}'))
+    root = copy_project(work / "project", args.port)
     rows = []
     try:
         for label in ("cold", "warm"):

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import copy_project
+
 DOIT = Path(sys.executable).parent / "doit"
-FILES = ("dodo.py", "vault.toml", "packer", "ansible", "python")
 
 
 def run(root: Path, label: str) -> tuple[float, list[str]]:
@@ -39,16 +39,10 @@ def run(root: Path, label: str) -> tuple[float, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it")
+    parser.add_argument("--port", type=int, default=3172, help="port of this run's own apt-cacher-ng")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="vaultdoit-bench-"))
-    root = work / "project"
-    root.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, root / name)
+    root = copy_project(work / "project", args.port)
     try:
         full, _ = run(root, "full build")
         noop, _ = run(root, "no-op")
@@ -63,6 +57,7 @@ def main() -> None:
         print(f"monitoring change / full: {final_only / full:6.3f}   (target < 0.25)")
         print(f"drivers change / full:    {drivers / full:6.3f}")
     finally:
+        subprocess.run([str(DOIT.parent / "vaultdoit"), "-C", str(root), "cache", "stop"], check=False)
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -128,3 +128,38 @@ def test_memory_is_not_part_of_the_key(team):
     doit(root, env, "final_image")
     (root / "vault.toml").write_text("[variables]\nmemory = 2048\n")
     assert doit(root, env, "final_image") == set()
+
+
+def test_compression_setting_reruns_only_the_final_image(team):
+    root, env, log = team
+    doit(root, env, "final_image")
+    built(log)
+    (root / "vault.toml").write_text('[final]\ncompression = "zlib"\n')
+    assert doit(root, env, "final_image") == {"final_image"}
+    assert built(log) == []
+    from vaultdoit import qemu_img
+
+    info = qemu_img.info(root / "build/final/team.qcow2")
+    assert info["format-specific"]["data"]["compression-type"] == "zlib"
+
+
+def test_interrupted_stage_is_rebuilt_and_restored(team):
+    """A hard kill leaves the marker: the next run puts the old image back and rebuilds."""
+    root, env, log = team
+    doit(root, env, "final_image")
+    project = load_project(root)
+    top = project.stage("top")
+    from vaultdoit.packer import marker_path
+
+    # What a SIGKILL in the middle of `packer build` leaves behind.
+    folder = top.output.parent
+    prev = folder.with_name(f".{folder.name}.vaultdoit-prev")
+    folder.rename(prev)
+    folder.mkdir()
+    top.output.write_bytes(b"partial")
+    marker_path(project.config.state_dir, top).write_text("{}")
+    built(log)
+    assert doit(root, env, "final_image") == {"stage:top", "final_image"}
+    assert built(log) == ["top"]
+    assert not prev.exists()
+    assert top.output.read_bytes()[:4] == b"QFI\xfb"
