@@ -168,6 +168,7 @@ def run(
                     _echo(chunk)
                     if not isinstance(out, int):
                         out.write(chunk)
+                        out.flush()  # so `tail -f` on the log follows the build
                     if deadline and time.monotonic() > deadline:
                         raise subprocess.TimeoutExpired(args, timeout or 0)
             proc.wait(timeout=timeout)
