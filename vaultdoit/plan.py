@@ -17,6 +17,7 @@ from vaultdoit import hcl, playbook
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError
+from vaultdoit.iso_store import file_name
 from vaultdoit.model import PackerConfig, PackerSource, Stage
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -157,79 +158,98 @@ def _argument_paths(args: tuple[str, ...], root: Path) -> list[Path]:
     return found
 
 
+def _output(root: Path, source: PackerSource) -> Path:
+    return _norm(root / str(source.attrs["output_directory"]) / str(source.attrs["vm_name"]))
+
+
+def _iso_input(cfg: ProjectConfig, source: PackerSource, out: Path, outputs: dict[Path, str],
+               inputs: set[Path], warnings: list[str]) -> tuple[str | None, tuple[str, str, Path] | None]:
+    """Read ``iso_url``: (parent stage, ISO-store entry); a local image becomes an input."""
+    root = cfg.root
+    iso_url = str(source.attrs.get("iso_url", ""))
+    iso = _local_path(root, iso_url)
+    what = f'source "qemu" "{source.name}"'
+    if iso is None or (iso_url.startswith("file://") and not _inside(_norm(iso), root)):
+        # Remote (or outside the project): fetched into the ISO store by cache:iso-<file>.
+        cached = cfg.cache_dir / "isos" / file_name(iso_url)
+        inputs.add(cached)
+        if "iso_url" not in source.attr_vars:
+            warnings.append(f"{source.file}: {what}: iso_url is not a lone var.*, so Packer downloads it "
+                            "itself; write iso_url = var.iso_url to use the ISO store")
+        return None, (iso_url, str(source.attrs.get("iso_checksum", "none")), cached)
+    iso = _norm(iso)
+    if iso in outputs and outputs[iso] != source.name:
+        return outputs[iso], None
+    if iso == out:
+        raise GraphError(f"{what}: iso_url is its own output", file=source.file,
+                         hint="point iso_url at the parent stage's image")
+    if _inside(iso, _norm(root / "build")):
+        raise GraphError(f"{what}: iso_url {os.path.relpath(iso, root)} is not built by any stage",
+                         file=source.file, hint="fix iso_url or add the stage that builds it")
+    if not iso.is_file():
+        raise GraphError(f"{what}: iso_url {iso} does not exist", file=source.file,
+                         hint="put the file there or fix iso_url")
+    inputs.add(iso)
+    return None, None
+
+
+def _qemuargs_inputs(source: PackerSource, root: Path, extra_outputs: frozenset[Path]) -> set[Path]:
+    """Files named in qemuargs (kernel, initrd), including those another stage produces."""
+    found: set[Path] = set()
+    for arg in source.attrs.get("qemuargs") or []:
+        for value in arg if isinstance(arg, list) else [arg]:
+            text = str(value)
+            if text.startswith("-") or URL.match(text) or "," in text or "=" in text:
+                continue
+            candidate = _norm(root / text)
+            if candidate.is_file() or candidate in extra_outputs:
+                found.add(candidate)
+    return found
+
+
+def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, warnings: list[str]) -> set[Path]:
+    """Playbook closures, plus files handed to the playbooks as --extra-vars paths."""
+    wheel_dir = _norm(cfg.cache_dir / "wheels")
+    # Files the keys task makes: depend on them even before they exist.
+    generated = {_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k))}
+    found: set[Path] = set()
+    for prov in source.provisioners:
+        if prov.playbook_file is None:
+            continue
+        closure = playbook.playbook_closure(prov.playbook_file, ansible_cfg=cfg.ansible_cfg,
+                                            extra_vars=_extra_vars(prov.extra_arguments))
+        found |= set(closure.files)
+        warnings.extend(closure.warnings)
+        for path in _argument_paths(prov.extra_arguments, cfg.root):
+            if path == wheel_dir:
+                found.add(wheel_manifest(cfg))
+            elif path in generated or path.is_file():
+                found.add(path)
+    if cfg.ansible_cfg is not None and source.provisioners:
+        found.add(cfg.ansible_cfg)
+    return found
+
+
 def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: dict[Path, str],
                    extra_outputs: frozenset[Path]) -> tuple[list[Stage], list[str]]:
     root = cfg.root
-    stages: list[Stage] = []
     warnings: list[str] = []
     outputs = dict(known_outputs)
     for source in packer_cfg.sources:
-        out = _norm(root / str(source.attrs["output_directory"]) / str(source.attrs["vm_name"]))
+        out = _output(root, source)
         if out in outputs:
             raise GraphError(f'stages "{outputs[out]}" and "{source.name}" both write {os.path.relpath(out, root)}',
                              file=source.file, hint="give each stage its own output_directory/vm_name")
         outputs[out] = source.name
-    wheel_dir = _norm(cfg.cache_dir / "wheels")
-    # Files the keys task makes: depend on them even before they exist.
-    generated = {_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k))}
+    stages: list[Stage] = []
     for source in packer_cfg.sources:
-        out = _norm(root / str(source.attrs["output_directory"]) / str(source.attrs["vm_name"]))
-        # Templates count by their resolved meaning (the settings below), not their
-        # bytes: reformatting a file or editing another stage's block rebuilds nothing.
+        out = _output(root, source)
+        # Templates count by their resolved meaning (the settings), not their bytes:
+        # reformatting a file or editing another stage's block rebuilds nothing.
         inputs: set[Path] = set()
-        parent: str | None = None
-        iso_url = str(source.attrs.get("iso_url", ""))
-        iso = _local_path(root, iso_url)
-        store: tuple[str, str, Path] | None = None
-        if iso is None or (iso_url.startswith("file://") and not _inside(_norm(iso), root)):
-            # Remote (or outside the project): fetched into the ISO store by cache:iso-<stage>.
-            from vaultdoit.iso_store import file_name
-
-            cached = cfg.cache_dir / "isos" / file_name(iso_url)
-            store = (iso_url, str(source.attrs.get("iso_checksum", "none")), cached)
-            inputs.add(cached)
-            if "iso_url" not in source.attr_vars:
-                warnings.append(f'{source.file}: source "qemu" "{source.name}": iso_url is not a lone var.*, '
-                                "so Packer downloads it itself; write iso_url = var.iso_url to use the ISO store")
-        elif iso is not None:
-            iso = _norm(iso)
-            if iso in outputs and outputs[iso] != source.name:
-                parent = outputs[iso]
-            elif iso == out:
-                raise GraphError(f'source "qemu" "{source.name}": iso_url is its own output',
-                                 file=source.file, hint="point iso_url at the parent stage's image")
-            elif _norm(cfg.root / "build") in iso.parents:
-                raise GraphError(
-                    f'source "qemu" "{source.name}": iso_url {os.path.relpath(iso, root)} is not built by any stage',
-                    file=source.file, hint="fix iso_url or add the stage that builds it")
-            elif not iso.is_file():
-                raise GraphError(f'source "qemu" "{source.name}": iso_url {iso} does not exist',
-                                 file=source.file, hint="put the file there or fix iso_url")
-            else:
-                inputs.add(iso)
-        # Files named in qemuargs (kernel, initrd) are inputs; other stages' kernels count too.
-        for arg in source.attrs.get("qemuargs") or []:
-            for value in arg if isinstance(arg, list) else [arg]:
-                text = str(value)
-                if text.startswith("-") or URL.match(text) or "," in text or "=" in text:
-                    continue
-                candidate = _norm(root / text)
-                if candidate.is_file() or candidate in extra_outputs:
-                    inputs.add(candidate)
-        for prov in source.provisioners:
-            if prov.playbook_file is None:
-                continue
-            closure = playbook.playbook_closure(prov.playbook_file, ansible_cfg=cfg.ansible_cfg,
-                                                extra_vars=_extra_vars(prov.extra_arguments))
-            inputs |= set(closure.files)
-            warnings.extend(closure.warnings)
-            for path in _argument_paths(prov.extra_arguments, root):
-                if path == wheel_dir:
-                    inputs.add(wheel_manifest(cfg))
-                elif path in generated or path.is_file():
-                    inputs.add(path)
-        if cfg.ansible_cfg is not None and source.provisioners:
-            inputs.add(cfg.ansible_cfg)
+        parent, store = _iso_input(cfg, source, out, outputs, inputs, warnings)
+        inputs |= _qemuargs_inputs(source, root, extra_outputs)
+        inputs |= _provisioner_inputs(cfg, source, warnings)
         inputs.discard(out)
         stages.append(Stage(
             name=source.name, kind="packer", output=out, parent=parent,
