@@ -89,12 +89,15 @@ def config_text(proxy: AptProxy) -> str:
         f"Port: {proxy.port}",
         "BindAddress: 127.0.0.1",
         f"PidFile: {proxy.pid_file}",
+        # Its own control socket: the default one in /run is shared with any other instance.
+        f"SocketPath: {proxy.pid_file.parent / 'socket'}",
         "ForeGround: 0",
         # Requests for any known Debian mirror are served from the host's mirror.
         "Remap-debrep: file:deb_mirror*.gz /debian ; file:backends_debian",
         "Remap-secdeb: security.debian.org security.debian.org/debian-security "
         "deb.debian.org/debian-security /debian-security ; deb.debian.org/debian-security security.debian.org",
         "ReportPage: acng-report.html",
+        "UnbufferLogs: 1",  # traffic figures are read right after each stage
         "ExThreshold: 4",
         "",
     ])
@@ -127,8 +130,11 @@ def _port_taken(port: int) -> bool:
 
 def start(proxy: AptProxy, *, mirrors: list[str] | None = None, logfile: Path | None = None) -> str:
     """Make sure our apt-cacher-ng serves on loopback; return its URL for the host."""
+    conf = proxy.conf_dir / "acng.conf"
     if healthy(proxy):
-        return proxy.host_url
+        if conf.exists() and conf.read_text() == config_text(proxy):
+            return proxy.host_url
+        stop(proxy)  # started by an older configuration: restart with this one
     if _port_taken(proxy.port):
         raise VaultError(f"port 127.0.0.1:{proxy.port} is used by another program",
                          hint="stop it, or set apt_proxy_port (or apt_proxy = \"http://...\") in vault.toml")
@@ -138,7 +144,7 @@ def start(proxy: AptProxy, *, mirrors: list[str] | None = None, logfile: Path | 
                          hint='set apt_proxy = "off" or an external proxy URL in vault.toml')
     for folder in (proxy.conf_dir, proxy.data_dir, proxy.log_dir, proxy.pid_file.parent):
         folder.mkdir(parents=True, exist_ok=True)
-    (proxy.conf_dir / "acng.conf").write_text(config_text(proxy))
+    conf.write_text(config_text(proxy))
     (proxy.conf_dir / "backends_debian").write_text("".join(f"{m}\n" for m in mirrors))
     proc.run(["apt-cacher-ng", "-c", str(proxy.conf_dir)], logfile=logfile)
     deadline = time.monotonic() + 15

@@ -225,8 +225,16 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         ),
         top=_get(merged, "top", str, None, where),
         apt_proxy=_apt_proxy(_get(merged, "apt_proxy", str, "auto", where), path),
-        apt_proxy_port=_get(merged, "apt_proxy_port", int, 3142, where),
+        apt_proxy_port=_port(_get(merged, "apt_proxy_port", int, 3142, where), path),
     )
+
+
+def _port(value: int, path: Path) -> int:
+    # apt-cacher-ng fails to bind ports from 32768 up ("Error resolving address for binding").
+    if not 1024 <= value < 32768:
+        raise ConfigError(f"apt_proxy_port must be between 1024 and 32767, not {value}", file=path,
+                          hint="use the default 3142")
+    return value
 
 
 def _apt_proxy(value: str, path: Path) -> str:

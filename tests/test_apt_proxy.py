@@ -1,0 +1,75 @@
+"""The build's own apt-cacher-ng: host mirrors, loopback-only config, start/stop, traffic."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from vaultdoit import apt_proxy
+
+
+def low_free_port() -> int:
+    """apt-cacher-ng does not bind ports from 32768 up, where the kernel's ephemeral ports start."""
+    import socket
+
+    for port in range(3200, 3400):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 3200-3399")
+
+
+def test_host_mirrors_from_deb822_and_one_line_sources(tmp_path: Path):
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n")
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://other.example/debian/ bookworm main\n"
+                                           "deb https://vendor.example/apt stable main\n")
+    assert apt_proxy.host_mirrors((tmp_path / "sources.list", d)) == [
+        "http://other.example/debian/", "http://mirror.example/debian/"]
+
+
+def test_config_listens_on_loopback_in_our_folders(tmp_path: Path):
+    proxy = apt_proxy.AptProxy(tmp_path, 3999)
+    text = apt_proxy.config_text(proxy)
+    assert "BindAddress: 127.0.0.1" in text and "Port: 3999" in text
+    assert f"CacheDir: {tmp_path / 'data'}" in text and "/etc/apt-cacher-ng" not in text
+    assert proxy.guest_url == "http://10.0.2.2:3999"
+
+
+def test_traffic_from_the_log(tmp_path: Path):
+    proxy = apt_proxy.AptProxy(tmp_path)
+    proxy.log_dir.mkdir()
+    (proxy.log_dir / "apt-cacher.log").write_text(
+        "100|I|500|127.0.0.1|debrep/pool/a.deb\n100|O|500|127.0.0.1|debrep/pool/a.deb\n"
+        "200|O|500|127.0.0.1|debrep/pool/a.deb\n200|I|10|127.0.0.1|debrep/dists/x/InRelease\n")
+    t = apt_proxy.traffic(proxy, since=150)
+    assert (t.upstream_bytes, t.upstream_debs, t.served_files) == (10, 0, 1)
+    assert apt_proxy.traffic(proxy).upstream_debs == 1
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("apt-cacher-ng") is None, reason="needs apt-cacher-ng")
+def test_real_instance_serves_on_loopback_and_stops(tmp_path: Path):
+    proxy = apt_proxy.AptProxy(tmp_path / "apt", low_free_port())
+    try:
+        assert apt_proxy.start(proxy) == proxy.host_url
+        assert apt_proxy.healthy(proxy)
+        # A second start finds it running.
+        assert apt_proxy.start(proxy) == proxy.host_url
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.host_url}))
+        mirror = apt_proxy.host_mirrors()[0]
+        with opener.open(f"{mirror}dists/bookworm/Release", timeout=60) as resp:
+            assert b"Codename: bookworm" in resp.read()
+        assert apt_proxy.traffic(proxy).served_files >= 1
+    finally:
+        assert apt_proxy.stop(proxy)
+    assert not apt_proxy.healthy(proxy)
