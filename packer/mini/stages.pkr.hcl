@@ -19,6 +19,8 @@ source "qemu" "stage" {
     ["-kernel", local.kernel],
     ["-initrd", local.initrd],
     ["-append", "root=/dev/vda rw console=ttyS0"],
+    # Each build VM's console goes to its own log.
+    ["-serial", "file:${var.log_dir}/serial-{{ .Name }}.log"],
     # Forward SSH on loopback only (Packer's default listens on every address).
     ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
   ]

@@ -49,6 +49,11 @@ variable "access_pubkey_file" {
   default = "build/keys/access_ed25519.pub"
 }
 
+variable "log_dir" {
+  type    = string
+  default = "build/logs/mini"
+}
+
 variable "report_dir" {
   type    = string
   default = "build/mini/reports"
