@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -40,11 +39,6 @@ def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
             return TaskFailed(str(err))
 
     return wrapper
-
-
-def iso_digest(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def note(message: str) -> None:
@@ -106,7 +100,7 @@ def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: P
         cached = stage.iso[2]
         runtime[stage.source.attr_vars["iso_url"]] = str(cached)
         if "iso_checksum" in stage.source.attr_vars:
-            runtime[stage.source.attr_vars["iso_checksum"]] = "sha256:" + iso_digest(cached)
+            runtime[stage.source.attr_vars["iso_checksum"]] = "sha256:" + manifest.file_sha256(cached)
     url, proxy = apt
     if url and "apt_proxy" in packer_cfg.variables:
         # Build-time only: reaches the playbooks as an extra var, never the cache key.
@@ -142,7 +136,7 @@ def start_apt_proxy(proxy: apt_proxy.AptProxy, logfile: Path) -> None:
 
 
 @task_action
-def download_wheels(requirements: Path, dest: Path, manifest: Path, logfile: Path) -> None:
+def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile: Path) -> None:
     """Fill the wheelhouse from a hash-pinned requirements file and write its manifest."""
     dest.mkdir(parents=True, exist_ok=True)
     note(f"downloading wheels for {requirements.name} into {dest}")
@@ -150,13 +144,10 @@ def download_wheels(requirements: Path, dest: Path, manifest: Path, logfile: Pat
               "--require-hashes", "--only-binary=:all:", "-r", str(requirements), "-d", str(dest)],
              logfile=logfile)
     shutil.copyfile(requirements, dest / "requirements.txt")
-    wheels = {}
-    for wheel in sorted(dest.glob("*.whl")):
-        with wheel.open("rb") as fh:
-            wheels[wheel.name] = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
-    tmp = manifest.with_suffix(".tmp")
+    wheels = {wheel.name: "sha256:" + manifest.file_sha256(wheel) for wheel in sorted(dest.glob("*.whl"))}
+    tmp = manifest_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"requirements": str(requirements), "wheels": wheels}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, manifest)
+    os.replace(tmp, manifest_file)
 
 
 @task_action

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 from vaultdoit import proc, qemu_img
 from vaultdoit.config import FinalConfig
 from vaultdoit.errors import ArtifactError
+from vaultdoit.manifest import file_sha256
 
 
 def convert_argv(top: Path, out: Path, cfg: FinalConfig) -> list[str]:
@@ -23,11 +23,6 @@ def convert_argv(top: Path, out: Path, cfg: FinalConfig) -> list[str]:
     argv += ["-W", "-m", str(max(1, min(cfg.coroutines, 16)))]
     argv += [str(top), str(out)]
     return argv
-
-
-def sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _publish(src: Path, dst: Path) -> None:
@@ -57,7 +52,7 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
         data = qemu_img.info(tmp)
         if data.get("backing-filename"):
             raise ArtifactError("flattened image still has a backing file", file=tmp)
-        digest = sha256(tmp)
+        digest = file_sha256(tmp)
         (scratch / "sha256").write_text(f"{digest}  {out.name}\n")
         pairs: list[tuple[Path, Path]] = []
         if kernel is not None:

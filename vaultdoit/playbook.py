@@ -255,7 +255,8 @@ def _pick(mapping: dict[Any, Any], name: str) -> Any:
 
 def _task_action(task: dict[Any, Any]) -> tuple[str, dict[str, Any]] | None:
     """The module this task runs and its arguments, if it is one that reads files."""
-    extra = task.get("args") if isinstance(task.get("args"), dict) else {}
+    raw_args = task.get("args")
+    extra: dict[str, Any] = raw_args if isinstance(raw_args, dict) else {}
     for key, value in task.items():
         name = _short(key)
         if name in ("action", "local_action"):
@@ -738,8 +739,9 @@ def playbook_closure(playbook: Path, *, roles_path: Sequence[Path] = (),
     if not path.is_file():
         raise PlaybookError("playbook not found", file=path,
                             hint="check the playbook path (playbook_file of the ansible provisioner)")
+    cfg: Path | None
     if ansible_cfg is not None:
-        cfg: Path | None = _norm(ansible_cfg)
+        cfg = _norm(ansible_cfg)
         if not cfg.is_file():
             raise PlaybookError("ansible.cfg not found", file=cfg, hint="check the ansible_cfg path")
     else:

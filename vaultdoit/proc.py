@@ -164,7 +164,7 @@ def run(
             if echo and proc.stdout:
                 deadline = None if timeout is None else time.monotonic() + timeout
                 # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
-                for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+                for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr,attr-defined]
                     _echo(chunk)
                     if not isinstance(out, int):
                         out.write(chunk)
