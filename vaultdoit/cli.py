@@ -13,11 +13,15 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from vaultdoit import __version__
 from vaultdoit.errors import CommandFailed, VaultError
+
+if TYPE_CHECKING:
+    from vaultdoit.plan import Project
 
 EXIT_FAILED, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -121,7 +125,7 @@ def cache() -> None:
     """Inspect and manage the download caches (cache/)."""
 
 
-def _project(obj: dict[str, object]):  # type: ignore[no-untyped-def]
+def _project(obj: dict[str, object]) -> Project:
     from vaultdoit.plan import load_project
 
     return load_project(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]

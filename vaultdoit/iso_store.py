@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from vaultdoit.errors import VaultError
@@ -35,7 +36,7 @@ def file_name(url: str) -> str:
     return name
 
 
-def _open(url: str, timeout: float = 60.0, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def _open(url: str, timeout: float = 60.0, headers: dict[str, str] | None = None) -> Any:
     if "://" not in url:
         url = Path(url).resolve().as_uri()
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout)

@@ -28,7 +28,7 @@ __all__ = ["AnsibleLoader", "load_yaml", "playbook_closure"]
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class AnsibleLoader(_BaseLoader):  # type: ignore[misc]
+class AnsibleLoader(_BaseLoader):
     """Safe YAML loader that also accepts Ansible's ``!vault`` and ``!unsafe`` tags."""
 
 
