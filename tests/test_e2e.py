@@ -154,7 +154,7 @@ def test_full_build_boot_and_incremental(project: Path):
     # 5. The rebuilt image carries both changes; a missing unit fails the boot test.
     report = boot(root, [
         "grep -q 'debug=1' /etc/modprobe.d/vault-driver.conf",
-        "grep -q 'e2e: monitoring change' /opt/vault/bin/vault-monitor",
+        "grep -q 'e2e: monitoring change' /usr/local/bin/vault-monitor",
     ], "incremental", units=("vault-monitor.service", "vault-missing.service"))
     failed = [c.name for c in report.checks if not c.ok]
     assert failed == ["unit vault-missing.service active"], report.render()

@@ -14,6 +14,8 @@ source "qemu" "stage" {
   memory           = var.memory
   cpus             = var.cpus
   headless         = true
+  # The image boots by itself (no boot command to type): don't wait 10 s for it.
+  boot_wait        = "1s"
   vnc_bind_address = "127.0.0.1"
   qemuargs = [
     ["-kernel", local.kernel],
