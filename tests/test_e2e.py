@@ -170,3 +170,21 @@ def test_full_build_boot_and_incremental(project: Path):
     with pytest.raises(BootError) as info:
         boot(root, [], "broken", image=broken)
     assert "QEMU exited" in str(info.value)
+
+
+def test_zlib_final_image_reruns_only_final_image_and_boots(project: Path):
+    """Compression is a setting of the final image alone; zlib images boot too."""
+    root = project
+    if not (root / "build/final/vault-mini.qcow2").exists():
+        pytest.skip("needs the image built by the test above")
+    toml = root / "vault.toml"
+    toml.write_text(toml.read_text().replace('compression = "zstd"', 'compression = "zlib"'))
+    assert doit(root, "final_image") == {"final_image"}
+    from vaultdoit import qemu_img
+
+    final = root / "build/final/vault-mini.qcow2"
+    info = qemu_img.info(final)
+    assert info["format-specific"]["data"]["compression-type"] == "zlib"
+    qemu_img.check(final)
+    report = boot(root, ["test -f /etc/vault/stages/final"], "zlib")
+    assert report.ok, report.render()
