@@ -73,3 +73,10 @@ def test_real_instance_serves_on_loopback_and_stops(tmp_path: Path):
     finally:
         assert apt_proxy.stop(proxy)
     assert not apt_proxy.healthy(proxy)
+
+
+def test_external_proxy_replaces_ours_and_off_disables(tmp_path: Path):
+    assert apt_proxy.urls("http://proxy.internal:3142", tmp_path, 3142) == (
+        "http://proxy.internal:3142", "http://proxy.internal:3142")
+    assert apt_proxy.managed("http://proxy.internal:3142", tmp_path, 3142) is None
+    assert apt_proxy.urls("off", tmp_path, 3142) == (None, None)
