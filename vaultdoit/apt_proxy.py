@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -229,8 +230,6 @@ def managed(setting: str, root: Path, port: int) -> AptProxy | None:
     """Our instance when the project uses one (``auto`` and apt-cacher-ng installed)."""
     if setting != "auto":
         return None
-    import shutil
-
     return AptProxy(root, port) if shutil.which("apt-cacher-ng") else None
 
 

@@ -52,24 +52,14 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _tab_pairs(path: Path) -> dict[str, str]:
+def _pairs(path: Path, separator: str) -> dict[str, str]:
+    """``name<separator>version`` lines as a sorted dict ({} if the file is absent)."""
     if not path.is_file():
         return {}
     pairs = {}
     for line in path.read_text().splitlines():
-        if "\t" in line:
-            name, version = line.split("\t", 1)
-            pairs[name] = version
-    return dict(sorted(pairs.items()))
-
-
-def _freeze(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    pairs = {}
-    for line in path.read_text().splitlines():
-        if "==" in line:
-            name, version = line.split("==", 1)
+        if separator in line:
+            name, version = line.split(separator, 1)
             pairs[name.strip()] = version.strip()
     return dict(sorted(pairs.items()))
 
@@ -126,8 +116,8 @@ def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], roo
         "stages": stages,
         "tools": tool_versions(),
         "contents": {
-            "debian_packages": _tab_pairs(reports / PACKAGES_FILE),
-            "python_packages": _freeze(reports / PIP_FILE),
+            "debian_packages": _pairs(reports / PACKAGES_FILE, "\t"),
+            "python_packages": _pairs(reports / PIP_FILE, "=="),
         },
     }
 

@@ -55,7 +55,15 @@ def find_tool(name: str) -> str:
     return path
 
 
-def _tail(path: Path | None, lines: int = TAIL_LINES) -> str:
+def _resolve(argv: Sequence[str | os.PathLike[str]]) -> tuple[list[str], str]:
+    """argv with the program looked up on PATH, and its display form for logs and errors."""
+    args = [os.fspath(a) for a in argv]
+    args[0] = find_tool(args[0]) if os.sep not in args[0] else args[0]
+    return args, shlex.join([Path(args[0]).name, *args[1:]])
+
+
+def tail(path: Path | None, lines: int = TAIL_LINES) -> str:
+    """Last lines of a log file ("" if there is none)."""
     if path is None or not path.exists():
         return ""
     with path.open("rb") as fh:
@@ -66,7 +74,8 @@ def _tail(path: Path | None, lines: int = TAIL_LINES) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-def _describe_exit(code: int) -> str:
+def describe_exit(code: int) -> str:
+    """Human wording of a process exit status."""
     if code < 0:
         try:
             return f"killed by signal {signal.Signals(-code).name}"
@@ -131,9 +140,7 @@ def run(
     ``echo`` it is also copied line by line to our stderr so long work shows
     progress. Raises ToolNotFound or CommandFailed.
     """
-    args = [os.fspath(a) for a in argv]
-    args[0] = find_tool(args[0]) if os.sep not in args[0] else args[0]
-    cmdline = shlex.join([Path(args[0]).name, *args[1:]])
+    args, cmdline = _resolve(argv)
     log.debug("+ %s", cmdline)
     out = _open_log(logfile)
     if not isinstance(out, int):
@@ -182,12 +189,12 @@ def run(
     if not isinstance(out, int):
         out.close()
     if proc.returncode != 0:
-        tail = _tail(logfile) if logfile else captured.decode("utf-8", "replace")[-4000:]
+        last_lines = tail(logfile) if logfile else captured.decode("utf-8", "replace")[-4000:]
         raise CommandFailed(
-            f"command failed with {_describe_exit(proc.returncode)}: {cmdline}",
+            f"command failed with {describe_exit(proc.returncode)}: {cmdline}",
             returncode=proc.returncode,
             log=logfile,
-            tail=tail,
+            tail=last_lines,
         )
     return captured.decode("utf-8", "replace")
 
@@ -201,9 +208,7 @@ def spawn(
     cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a long-running program (a VM, a service) and stop it when the block exits."""
-    args = [os.fspath(a) for a in argv]
-    args[0] = find_tool(args[0]) if os.sep not in args[0] else args[0]
-    cmdline = shlex.join([Path(args[0]).name, *args[1:]])
+    args, cmdline = _resolve(argv)
     log.debug("+ %s &", cmdline)
     out = _open_log(logfile)
     assert not isinstance(out, int)
@@ -223,15 +228,6 @@ def spawn(
         out.close()
 
 
-def describe_exit(code: int) -> str:
-    """Human wording of a process exit status."""
-    return _describe_exit(code)
-
-
-def tail(path: Path, lines: int = TAIL_LINES) -> str:
-    """Last lines of a log file."""
-    return _tail(path, lines)
-
 
 def check_output(argv: Sequence[str | os.PathLike[str]], *, timeout: float = 60.0,
                  logfile: Path | None = None) -> tuple[int, str]:
@@ -239,9 +235,7 @@ def check_output(argv: Sequence[str | os.PathLike[str]], *, timeout: float = 60.
 
     For probes and checks whose failure is an answer, not an error (ssh checks).
     """
-    args = [os.fspath(a) for a in argv]
-    args[0] = find_tool(args[0]) if os.sep not in args[0] else args[0]
-    cmdline = shlex.join([Path(args[0]).name, *args[1:]])
+    args, cmdline = _resolve(argv)
     log.debug("+ %s", cmdline)
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
