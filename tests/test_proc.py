@@ -59,3 +59,27 @@ def test_interrupted_program_and_its_children_are_stopped(tmp_path: Path):
 
 def test_check_output_reports_failure_as_a_value():
     assert proc.check_output(["sh", "-c", "echo no; exit 4"]) == (4, "no\n")
+
+
+def test_watch_stops_a_program_that_stalls(tmp_path):
+    """A watchdog answer stops the program (and its group) and names the reason."""
+    from vaultdoit.errors import Stalled
+
+    calls = []
+
+    def watch():
+        calls.append(1)
+        return "no progress for 2 checks" if len(calls) >= 2 else None
+
+    start = time.monotonic()
+    with pytest.raises(Stalled, match="no progress for 2 checks"):
+        proc.run(["sleep", "30"], logfile=tmp_path / "log", echo=True, watch=watch, watch_interval=0.1)
+    assert time.monotonic() - start < 10
+    assert "[vaultdoit] stopped sleep 30" in (tmp_path / "log").read_text()
+
+
+def test_watch_silent_program_finishes_normally(tmp_path):
+    out = proc.run(["sh", "-c", "echo hi; sleep 0.3; echo bye"], logfile=tmp_path / "log", echo=True,
+                   watch=lambda: None, watch_interval=0.05)
+    assert out == ""
+    assert "hi\nbye\n" in (tmp_path / "log").read_text()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vaultdoit import __version__
-from vaultdoit.errors import CommandFailed, VaultError
+from vaultdoit.errors import CommandFailed, Stalled, VaultError
 
 if TYPE_CHECKING:
     from vaultdoit.plan import Project
@@ -41,7 +41,7 @@ def exit_on_error(debug: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("vaultdoit: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except CommandFailed as err:
+    except (CommandFailed, Stalled) as err:
         click.echo(f"vaultdoit: error: {err}", err=True)
         sys.exit(EXIT_FAILED)
     except VaultError as err:

@@ -57,6 +57,10 @@ class CommandFailed(VaultError):
         return text
 
 
+class Stalled(VaultError):
+    """A program (a build VM) made no progress for too long and was stopped."""
+
+
 class ArtifactError(VaultError):
     """A built artifact is missing or not what the stage promised."""
 

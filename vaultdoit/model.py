@@ -8,13 +8,30 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Unknown:
+    """A template value that cannot be computed before the build (an unset variable, a
+    data source, a function of the build's own state).
+
+    It takes part in stage keys by its raw expression ``text``; ``prefix`` is the literal
+    text before the first unknown part (a path built from an unknown value widens to the
+    folder ``prefix`` names); ``where`` is ``file:line`` for warnings.
+    """
+
+    text: str
+    where: str
+    reason: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Provisioner:
     """An ``ansible`` (or ``ansible-local``) provisioner of a Packer build, resolved."""
 
     type: str
     playbook_file: Path | None  # absolute
     extra_arguments: tuple[str, ...] = ()
-    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # values or Unknown
+    where: str = ""  # file:line of the provisioner block
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,9 @@ class PackerSource:
     build_name: str | None = None  # ``build { name = ... }`` when set
     # Attributes written as a lone ``var.X`` (attribute -> X): vaultdoit can point them elsewhere.
     attr_vars: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # Files read while evaluating this source and its provisioners (file(), templatefile(), ...).
+    reads: frozenset[Path] = frozenset()
+    where: str = ""  # file:line of the source block
 
     @property
     def only(self) -> str:
@@ -44,6 +64,7 @@ class PackerConfig:
     var_files: tuple[Path, ...]  # *.auto.pkrvars.hcl plus those passed explicitly
     variables: dict[str, Any] = field(hash=False, compare=False)
     sources: tuple[PackerSource, ...] = ()
+    sensitive: frozenset[str] = frozenset()  # variables declared with sensitive = true
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from vaultdoit.errors import CommandFailed, ToolNotFound
+from vaultdoit.errors import CommandFailed, Stalled, ToolNotFound
 
 log = logging.getLogger("vaultdoit")
 
@@ -116,6 +117,38 @@ def _echo(chunk: bytes) -> None:
     stream.flush()
 
 
+def _pump(stream: IO[bytes], out: IO[bytes] | int) -> None:
+    """Copy a program's output to our stderr and its log as it arrives."""
+    # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
+    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+        _echo(chunk)
+        if not isinstance(out, int):
+            out.write(chunk)
+            out.flush()  # so `tail -f` on the log follows the build
+
+
+def _wait(proc: subprocess.Popen[bytes], args: list[str], *, timeout: float | None,
+          watch: Callable[[], str | None] | None, interval: float) -> None:
+    """Wait for ``proc``; raise TimeoutExpired past ``timeout``, Stalled when ``watch`` says so."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = interval if watch is not None else None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(args, timeout or 0)
+            step = left if step is None else min(step, left)
+        try:
+            proc.wait(timeout=step)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if watch is not None:
+            reason = watch()
+            if reason:
+                raise Stalled(reason)
+
+
 def _open_log(logfile: Path | None) -> IO[bytes] | int:
     if logfile is None:
         return subprocess.DEVNULL
@@ -133,12 +166,16 @@ def run(
     capture: bool = False,
     echo: bool = False,
     timeout: float | None = None,
+    watch: Callable[[], str | None] | None = None,
+    watch_interval: float = 1.0,
 ) -> str:
     """Run ``argv`` to completion; return its stdout when ``capture`` is set.
 
     Output goes to ``logfile`` (appended, with a ``+ command`` header); with
-    ``echo`` it is also copied line by line to our stderr so long work shows
-    progress. Raises ToolNotFound or CommandFailed.
+    ``echo`` it is also copied to our stderr so long work shows progress.
+    ``watch`` (not with ``capture``) is called every ``watch_interval`` seconds
+    while the program runs; a non-empty answer stops it and raises Stalled with
+    that text. Raises ToolNotFound, CommandFailed or Stalled.
     """
     args, cmdline = _resolve(argv)
     log.debug("+ %s", cmdline)
@@ -161,6 +198,7 @@ def run(
         start_new_session=True,  # our own process group: we decide how it stops
     )
     captured = b""
+    pump: threading.Thread | None = None
     try:
         if capture:
             captured, _ = proc.communicate(stdin, timeout=timeout)
@@ -169,19 +207,16 @@ def run(
                 proc.stdin.write(stdin)
                 proc.stdin.close()
             if echo and proc.stdout:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
-                for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr,attr-defined]
-                    _echo(chunk)
-                    if not isinstance(out, int):
-                        out.write(chunk)
-                        out.flush()  # so `tail -f` on the log follows the build
-                    if deadline and time.monotonic() > deadline:
-                        raise subprocess.TimeoutExpired(args, timeout or 0)
-            proc.wait(timeout=timeout)
+                pump = threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True)
+                pump.start()
+            _wait(proc, args, timeout=timeout, watch=watch, interval=watch_interval)
+            if pump is not None:
+                pump.join()
     except BaseException:
-        # Ctrl-C, timeout or any error: never leave the program (or its VM) behind.
+        # Ctrl-C, timeout, a stall or any error: never leave the program (or its VM) behind.
         stop(proc)
+        if pump is not None:
+            pump.join(timeout=5)
         if not isinstance(out, int):
             out.write(f"[vaultdoit] stopped {cmdline}\n".encode())
             out.close()
