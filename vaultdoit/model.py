@@ -91,3 +91,7 @@ class Stage:
     extra_outputs: tuple[Path, ...] = ()  # e.g. kernel and initrd of a bootstrapped base
     iso: tuple[str, str, Path] | None = None  # (iso_url, iso_checksum, its place in the ISO store)
     doc: str = ""
+    # A downloaded disk image the stage's overlay is backed by (a cloud image as the chain's root).
+    root_image: Path | None = None
+    # Inputs that are missing: errors of building this stage (listing the project still works).
+    problems: tuple[str, ...] = ()

@@ -10,7 +10,7 @@ from doit.tools import run_once
 
 from vaultdoit import actions, apt_proxy
 from vaultdoit.plan import Project, pubkey, wheel_manifest
-from vaultdoit.tasks.common import log
+from vaultdoit.tasks.common import log, rel, rels
 from vaultdoit.uptodate import settings_changed
 
 
@@ -22,7 +22,7 @@ def keys_task(project: Project) -> dict[str, Any]:
         "basename": "keys",
         "doc": "create the build and access SSH keys (once)",
         "actions": [(actions.make_keys, [keys, log(project, "keys")])],
-        "targets": [str(p) for k in keys for p in (k, pubkey(k))],
+        "targets": rels(project, [p for k in keys for p in (k, pubkey(k))]),
         "uptodate": [run_once],
     }
 
@@ -38,8 +38,8 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
         "doc": f"download the wheels pinned in {cfg.requirements.relative_to(cfg.root)} into cache/wheels",
         "actions": [(actions.download_wheels, [cfg.requirements, manifest.parent, manifest,
                                                log(project, "cache:wheels")])],
-        "file_dep": [str(cfg.requirements)],
-        "targets": [str(manifest)],
+        "file_dep": [rel(project, cfg.requirements)],
+        "targets": [rel(project, manifest)],
         "clean": True,
     }
 
@@ -96,7 +96,7 @@ def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
             "basename": f"cache:iso-{cached.name}",
             "doc": f"fetch {url} into cache/isos and verify it ({checksum.split(':')[0]})",
             "actions": [(actions.fetch_iso, [url, checksum, cached.parent])],
-            "targets": [str(cached)],
+            "targets": [rel(project, cached)],
             # The file is the cache: once present and verified it is never fetched again.
             "uptodate": [settings_changed({"url": url, "checksum": checksum}, "iso")],
         }

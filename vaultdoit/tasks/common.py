@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+from vaultdoit.keys import relpath
 from vaultdoit.model import Stage
 from vaultdoit.plan import Project
 
@@ -31,8 +33,13 @@ def reports(project: Project) -> Path:
 
 
 def rel(project: Project, path: Path) -> str:
-    """``path`` relative to the project root, for messages."""
-    try:
-        return str(path.relative_to(project.config.root))
-    except ValueError:
-        return str(path)
+    """``path`` relative to the project root when inside it.
+
+    File dependencies and targets are given to doit in this form (doit runs in the
+    project folder), so its dependency records stay valid when the project moves.
+    """
+    return relpath(path, project.config.root)
+
+
+def rels(project: Project, paths: Iterable[Path]) -> list[str]:
+    return [rel(project, p) for p in paths]

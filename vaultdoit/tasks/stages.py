@@ -10,7 +10,7 @@ from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project
 from vaultdoit.model import Stage
 from vaultdoit.tasks.caches import managed_proxy, proxy_for_builds
-from vaultdoit.tasks.common import digests, log, record
+from vaultdoit.tasks.common import digests, log, record, rel, rels
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -18,9 +18,9 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
     """The task that builds ``stage``'s image from its inputs and its parent's image."""
     cfg = project.config
     parent = project.parent(stage)
-    file_dep = [str(p) for p in stage.inputs]
+    file_dep = rels(project, stage.inputs)
     if parent is not None:
-        file_dep.append(str(parent.output))
+        file_dep.append(rel(project, parent.output))
     action: tuple[Any, ...]
     host_apt, guest_apt = proxy_for_builds(project)
     if stage.kind == "packer":
@@ -50,7 +50,7 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
         "doc": f"{stage.doc}{parent_doc}",
         "actions": [action],
         "file_dep": sorted(set(file_dep)),
-        "targets": [str(stage.output), *(str(p) for p in stage.extra_outputs)],
+        "targets": rels(project, [stage.output, *stage.extra_outputs]),
         "uptodate": [settings_changed(stage.settings), not_interrupted(marker_path(cfg.state_dir, stage))],
         # Ordering only: the proxy must serve before a stage installs packages.
         "task_dep": ["cache:apt"] if managed_proxy(project) else [],
