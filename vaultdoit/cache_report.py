@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import apt_proxy
+from vaultdoit import apt_proxy, owned
 from vaultdoit.plan import Project, wheel_manifest
 
 
@@ -30,10 +30,9 @@ def collect(project: Project) -> dict[str, Any]:
     apt["all_time"] = {"upstream_bytes": total.upstream_bytes, "served_bytes": total.served_bytes}
     stages = {}
     for stage in project.stages:
-        record = cfg.state_dir / "stages" / f"{stage.name}.json"
-        if record.exists():
-            data = json.loads(record.read_text())
-            if "apt" in data:
+        data = owned.read_marker(stage.output.parent)
+        if data is not None:
+            if data.get("apt"):
                 stages[stage.name] = {**data["apt"], "finished": data.get("finished")}
     apt["last_build_per_stage"] = stages
     return {

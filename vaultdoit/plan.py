@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
 from vaultdoit.inputs import Collector
 from vaultdoit.iso_store import file_name
-from vaultdoit.model import PackerConfig, PackerSource, Stage, Unknown
+from vaultdoit.model import GUEST_HOST, AptRoute, PackerConfig, PackerSource, Stage, Unknown
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -47,6 +48,7 @@ class Project:
     stages: tuple[Stage, ...]  # parents before children
     top: Stage
     warnings: tuple[str, ...] = ()
+    apt: AptRoute = AptRoute()  # the APT proxy the builds use
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -336,4 +338,19 @@ def load_project(root: Path, profile: str | None = None) -> Project:
         raise GraphError("several top stages: " + ", ".join(s.name for s in leaves),
                          file=root / config_mod.CONFIG_FILE, hint='set top = "<stage>" in vault.toml')
     return Project(config=cfg, packer=packer_cfg, stages=tuple(ordered), top=top,
-                   warnings=tuple(dict.fromkeys(warnings)))
+                   warnings=tuple(dict.fromkeys(warnings)), apt=_apt_route(cfg, packer_cfg))
+
+
+def _apt_route(cfg: ProjectConfig, packer_cfg: PackerConfig | None) -> AptRoute:
+    """The APT proxy of the builds: the build's own apt-cacher-ng (``auto``, when installed and
+    some stage can take a proxy), an external proxy URL, or none."""
+    uses_apt = bool(cfg.bootstraps) or (packer_cfg is not None and "apt_proxy" in packer_cfg.variables)
+    if not uses_apt or cfg.apt_proxy == "off":
+        return AptRoute()
+    if cfg.apt_proxy == "auto":
+        if shutil.which("apt-cacher-ng") is None:
+            return AptRoute()
+        return AptRoute(host_url=f"http://127.0.0.1:{cfg.apt_proxy_port}",
+                        guest_url=f"http://{GUEST_HOST}:{cfg.apt_proxy_port}",
+                        managed_root=cfg.cache_dir / "apt", managed_port=cfg.apt_proxy_port)
+    return AptRoute(host_url=cfg.apt_proxy, guest_url=cfg.apt_proxy)

@@ -61,27 +61,21 @@ def apt_proxy_task(project: Project) -> dict[str, Any] | None:
     }
 
 
-def uses_apt(project: Project) -> bool:
-    """Whether any stage can take a proxy: a bootstrap, or templates declaring ``apt_proxy``."""
-    return bool(project.config.bootstraps) or (
-        project.packer is not None and "apt_proxy" in project.packer.variables)
-
-
 def managed_proxy(project: Project) -> apt_proxy.AptProxy | None:
-    cfg = project.config
-    if not uses_apt(project):
-        return None
-    return apt_proxy.managed(cfg.apt_proxy, cfg.cache_dir / "apt", cfg.apt_proxy_port)
+    """The build's own apt-cacher-ng, when the project uses one."""
+    route = project.apt
+    return apt_proxy.AptProxy(route.managed_root, route.managed_port) if route.managed_root is not None else None
 
 
-def proxy_for_builds(project: Project) -> tuple[tuple[str | None, Any], tuple[str | None, Any]]:
-    """((host URL, proxy), (guest URL, proxy)) handed to the stage actions."""
-    cfg = project.config
-    if not uses_apt(project):
-        return (None, None), (None, None)
-    host, guest = apt_proxy.urls(cfg.apt_proxy, cfg.cache_dir / "apt", cfg.apt_proxy_port)
-    proxy = managed_proxy(project)
-    return (host, proxy), (guest, proxy)
+def unchanged(path: Path) -> Any:
+    """uptodate check: the ISO-store file is the one that was verified."""
+    def check() -> bool:
+        from vaultdoit import iso_store
+
+        return iso_store.is_verified(path) or not path.exists()
+
+    check.__name__ = f"verified({path.name})"
+    return check
 
 
 def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
@@ -97,8 +91,9 @@ def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
             "doc": f"fetch {url} into cache/isos and verify it ({checksum.split(':')[0]})",
             "actions": [(actions.fetch_iso, [url, checksum, cached.parent])],
             "targets": [rel(project, cached)],
-            # The file is the cache: once present and verified it is never fetched again.
-            "uptodate": [settings_changed({"url": url, "checksum": checksum}, "iso")],
+            # The file is the cache: once present and verified it is never fetched again,
+            # unless it changed since it was verified (then it is checked again).
+            "uptodate": [settings_changed({"url": url, "checksum": checksum}, "iso"), unchanged(cached)],
         }
 
 

@@ -22,11 +22,6 @@ def digests(project: Project) -> Path:
     return project.config.state_dir / "digests.json"
 
 
-def record(project: Project, stage: Stage) -> Path:
-    """Build time and size of a stage's last build (read into the manifest)."""
-    return project.config.state_dir / "stages" / f"{stage.name}.json"
-
-
 def reports(project: Project) -> Path:
     """Where stages leave what they report about the image (package lists)."""
     return project.config.build_dir / "reports"

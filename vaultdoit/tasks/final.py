@@ -44,7 +44,7 @@ def final_image_task(project: Project) -> dict[str, Any]:
                f"build/final/{cfg.final_image.name} ({cfg.final.compression})",
         "actions": [(actions.flatten_image, [project.top.output, cfg.final_image], {
             "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, "final_image"),
-            "chain": project.chain(), "root": cfg.root, "records": cfg.state_dir / "stages",
+            "chain": project.chain(), "root": cfg.root,
             "reports": reports(project),
         })],
         "file_dep": deps,
