@@ -64,3 +64,21 @@ def render(report: dict[str, Any]) -> str:
         c = report[key]
         lines.append(f"{key:<7} {c['path']}: {_mib(c['bytes'])}, {c['files']} files")
     return "\n".join(lines)
+
+
+def verify(project: Project) -> list[tuple[Path, str | None]]:
+    """Re-hash the ISO store and the wheelhouse: (file, problem or None) for each file."""
+    from vaultdoit import checker, iso_store
+
+    cfg = project.config
+    results = iso_store.verify_all(cfg.cache_dir / "isos")
+    manifest = wheel_manifest(cfg)
+    if manifest.is_file():
+        for name, digest in sorted(json.loads(manifest.read_text()).get("wheels", {}).items()):
+            wheel = manifest.parent / name
+            if not wheel.is_file():
+                results.append((wheel, "missing"))
+                continue
+            got = checker.hash_file(wheel)[0]
+            results.append((wheel, None if got == digest else f"expected {digest}, got {got}"))
+    return results

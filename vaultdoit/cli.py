@@ -145,6 +145,22 @@ def cache_status(obj: dict[str, object], as_json: bool) -> None:
         click.echo(json_mod.dumps(report, indent=2, sort_keys=True) if as_json else cache_report.render(report))
 
 
+@cache.command("verify")
+@click.pass_obj
+def cache_verify(obj: dict[str, object]) -> None:
+    """Re-hash every file of the ISO store and the wheelhouse against what was verified."""
+    from vaultdoit import cache_report
+
+    with exit_on_error(bool(obj["debug"])):
+        results = cache_report.verify(_project(obj))
+        for path, problem in results:
+            click.echo(f"{'ok  ' if problem is None else 'FAIL'}  {path}" + (f": {problem}" if problem else ""))
+        bad = sum(problem is not None for _, problem in results)
+        click.echo(f"{len(results)} files checked, {bad} failed")
+        if bad:
+            sys.exit(EXIT_FAILED)
+
+
 @cache.command("stop")
 @click.pass_obj
 def cache_stop(obj: dict[str, object]) -> None:

@@ -232,5 +232,7 @@ def fetch(url: str, checksum: str, store: Path) -> Path:
                          hint=f"on a machine without network, put the file at {target} "
                               "(it is checked against iso_checksum)") from None
     _verify(part, expected)
-    os.replace(part, target)
+    os.replace(part, target)  # a rename keeps the identity the record holds
+    if _sidecar(part).exists():
+        os.replace(_sidecar(part), _sidecar(target))
     return target

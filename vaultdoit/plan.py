@@ -19,7 +19,7 @@ from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
 from vaultdoit.inputs import Collector
-from vaultdoit.iso_store import file_name
+from vaultdoit.iso_store import check_spec, file_name
 from vaultdoit.model import GUEST_HOST, AptRoute, PackerConfig, PackerSource, Stage, Unknown
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -195,6 +195,12 @@ def _iso_input(cfg: ProjectConfig, source: PackerSource, out: Path, outputs: dic
         raise GraphError(f"{what}: iso_url is {'empty' if raw is not None else 'not set'}",
                          file=source.where or source.file, hint="set iso_url to an image file or URL")
     iso_url = str(raw)
+    checksum = source.attrs.get("iso_checksum", "none")
+    problem = check_spec(str(checksum)) if not isinstance(checksum, Unknown) else None
+    if problem:
+        # Refused before anything is downloaded.
+        raise GraphError(f"{what}: iso_checksum {checksum!r}: {problem}", file=source.where or source.file,
+                         hint='write "sha256:<hex>", "file:<url of a SHA256SUMS list>" or "none"')
     iso = _local_path(root, iso_url)
     if iso is None or (iso_url.startswith("file://") and not _inside(_norm(iso), root)):
         # Remote (or outside the project): fetched into the ISO store by cache:iso-<file>.
