@@ -185,3 +185,34 @@ def test_output_folder_symlinked_out_of_the_project_is_refused(project_copy, tmp
     out = run_doit(root, "list", check=False)
     assert out.returncode == 2 and "outside the project" in out.stderr
     assert (outside / "keep.txt").read_text() == "mine\n"
+
+
+def test_damaged_database_is_one_line_and_repair_keeps_every_image(project_copy, tmp_path: Path):
+    root = project_copy("team")
+    env = fake_packer_env(root, tmp_path / "fake")
+    doit(root, env, "final_image")
+    packer_runs(tmp_path / "fake")
+    images = {p: p.stat().st_mtime_ns for p in (root / "build").rglob("*.qcow2")}
+    db = root / "build/.vaultdoit/doit.sqlite3"
+    db.write_bytes(b"this is not a database" * 100)
+    out = run_doit(root, "final_image", env=env, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"vaultdoit: error: {db}: the build's dependency database is damaged (file is not a database) "
+        "(fix: run `vaultdoit repair`: it rebuilds it from the stage records and keeps every image)"]
+    # A changed input after the damage: exactly that stage (and what depends on it) runs.
+    with open(root / "ansible/roles/app/files/app.sh", "a") as fh:
+        fh.write("echo changed\n")
+    repaired = vaultdoit(root, "repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "stage:base: up to date" in repaired.stdout and "stage:mid: up to date" in repaired.stdout
+    assert "stage:top: will run: its image was built from other inputs" in repaired.stdout
+    assert doit(root, env, "final_image") == {"stage:top", "final_image"}
+    assert packer_runs(tmp_path / "fake") == ["top"]
+    for path, mtime in images.items():
+        if "top" not in path.name and "final" not in str(path):
+            assert path.stat().st_mtime_ns == mtime
+    # A lost database: the same repair, and nothing runs.
+    db.unlink()
+    assert vaultdoit(root, "repair").returncode == 0
+    assert doit(root, env, "final_image") == set()

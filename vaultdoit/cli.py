@@ -174,6 +174,23 @@ def cache_stop(obj: dict[str, object]) -> None:
 
 
 @cli.command()
+@click.pass_obj
+def repair(obj: dict[str, object]) -> None:
+    """Rebuild doit's dependency database from the records beside the stage images.
+
+    Use it when the database is damaged or lost: a task whose outputs were built
+    from exactly today's inputs stays up to date; the others run on the next build.
+    No image is deleted.
+    """
+    from vaultdoit import state
+
+    with exit_on_error(bool(obj["debug"])):
+        results = state.repair(_project(obj))
+        for name, reason in results:
+            click.echo(f"{name}: {'up to date' if reason is None else 'will run: ' + reason}")
+
+
+@cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing dodo.py.")
 def init(directory: Path, force: bool) -> None:

@@ -20,6 +20,7 @@ from doit.task import Task
 from vaultdoit import checker
 from vaultdoit.errors import ConfigError
 from vaultdoit.plan import Project, load_project
+from vaultdoit.state import DB_NAME
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 from vaultdoit.uptodate import settings_changed, settings_diff
@@ -52,7 +53,7 @@ def explain_all(root: Path, profile: str | None = None) -> list[Explanation]:
     """Explanations for every task, in build order (parents first)."""
     proj = load_project(root, profile)
     tasks = _tasks(proj)
-    dep_file = proj.config.state_dir / "doit.sqlite3"
+    dep_file = proj.config.state_dir / DB_NAME
     if not dep_file.exists():
         return [Explanation(name, t.doc or "", True, ["never built (no build state yet)"]) for name, t in tasks.items()]
     # doit runs in the project folder and records paths relative to it: check from there.

@@ -169,3 +169,12 @@ def chain_keys(chain: Sequence[Stage], root: Path, digest_cache: Path | None = N
         found[stage.name] = key
         parent = key
     return found
+
+
+def planned_keys(stages: Sequence[Stage], root: Path, digest_cache: Path | None = None) -> dict[str, str]:
+    """The key every stage would be built for now, from today's inputs (``stages`` parents first)."""
+    found: dict[str, str] = {}
+    for stage in stages:
+        parent = found[stage.parent] if stage.parent else None
+        found[stage.name] = compute(stage, parent, root, digest_cache)["key"]
+    return found
