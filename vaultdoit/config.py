@@ -12,6 +12,7 @@ writes inside the project.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -43,6 +44,7 @@ from vaultdoit.settings import toml_text as _toml
 
 CONFIG_FILE = "vault.toml"
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # --- the result ------------------------------------------------------------------------------------------------
@@ -220,7 +222,7 @@ class _Value:
 
 
 def _dotted(key: Key) -> str:
-    return ".".join(k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False) for k in key)
+    return ".".join(k if BARE_KEY.fullmatch(k) else json.dumps(k, ensure_ascii=False) for k in key)
 
 
 def _where(table: Key) -> str:
@@ -232,7 +234,11 @@ class _File:
 
     def __init__(self, path: Path, text: str = "") -> None:
         self.path = path
-        self.lines = _key_lines(text)
+        self.text = text
+
+    @functools.cached_property
+    def lines(self) -> dict[Key, int]:
+        return _key_lines(self.text)  # only when a message needs a line
 
     def at(self, key: Key | None) -> str:
         while key:
@@ -433,7 +439,7 @@ def _key_path(text: str) -> tuple[Key, str] | None:
                 parts.append(raw[1:-1])
             i = end + 1
         else:
-            found = re.compile(r"[A-Za-z0-9_-]+").match(text, i)
+            found = BARE_KEY.match(text, i)
             if not found:
                 return None
             parts.append(found.group())
@@ -487,8 +493,11 @@ class _Resolver:
         value = default if value is None else value
         assert value is not None
         written = self.written(key)
-        return confine(Path(value), self.root, self.allowed, _dotted(written), value=value,
-                       file=self.f.at(written))
+        try:
+            return confine(Path(value), self.root, self.allowed, _dotted(written), value=value)
+        except ConfigError as err:
+            err.file = self.f.at(written)
+            raise
 
 
 def _allowed(r: _Resolver) -> tuple[Path, ...]:
@@ -577,7 +586,11 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
             for name in r.names("stages")),
     )
     # The final image is build/final/<image_name>.qcow2: build/final itself may be a symlink.
-    confine(cfg.final_image, root, r.allowed, "image_name", value=image_name, file=f.at(r.written(("image_name",))))
+    try:
+        confine(cfg.final_image, root, r.allowed, "image_name", value=image_name)
+    except ConfigError as err:
+        err.file = f.at(r.written(("image_name",)))
+        raise
     return cfg
 
 
