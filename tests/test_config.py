@@ -31,6 +31,16 @@ def _link_build_out(root: Path, out: Path) -> None:
     (root / "build").symlink_to(out)
 
 
+def _link_final_out(root: Path, out: Path) -> None:
+    (root / "build").mkdir()
+    (root / "build/final").symlink_to(out)
+
+
+def _link_keys_folder_out(root: Path, out: Path) -> None:
+    (root / "build").mkdir()
+    (root / "build/keys").symlink_to(out)
+
+
 def _toml_dir(root: Path, out: Path) -> None:
     (root / "vault.toml").unlink()
     (root / "vault.toml").mkdir()
@@ -166,6 +176,14 @@ BAD: dict[str, tuple[str | bytes, str, object, dict[str, str] | None]] = {
         '',
         '{toml}: build/ is outside the project: build is a symlink to {out} '
         '(fix: keep it under the project folder or list its folder in allowed_paths)', _link_build_out, None),
+    "build/final a symlink out of the project": (
+        'image_name = "golden"\n',
+        '{toml}:1: image_name = "golden" is outside the project: build/final is a symlink to {out} '
+        '(fix: keep it under the project folder or list its folder in allowed_paths)', _link_final_out, None),
+    "default key folder a symlink out of the project": (
+        '',
+        '{toml}: build_key = "build/keys/build_ed25519" is outside the project: build/keys is a symlink to {out} '
+        '(fix: keep it under the project folder or list its folder in allowed_paths)', _link_keys_folder_out, None),
     "bootstrap output outside": (
         BOOTSTRAP_FILES + 'output = "{out}/base.qcow2"\n',
         '{toml}:4: bootstrap.base.output = "{out}/base.qcow2" is outside the project '

@@ -29,6 +29,9 @@ from vaultdoit.settings import (
     CONFINE_HINT,
     FILE,
     FINAL,
+    INPUT,
+    INPUT_DIR,
+    OUTPUT,
     PLACES,
     PROFILE_ENV,
     PROJECT,
@@ -219,6 +222,7 @@ Key = tuple[str, ...]
 class _Value:
     value: Any
     written: Key  # the key as written in the file, e.g. ("profiles", "mini", "final", "compression")
+    setting: Setting | None = None  # None: a named table itself, or a Packer variable
 
 
 def _dotted(key: Key) -> str:
@@ -334,7 +338,7 @@ def _read(f: _File, table: dict[str, Any], scope: str, written: Key, logical: Ke
             if entry.check is not None and not entry.check.ok(value):
                 raise f.error(key, f"{_dotted(key)} must be {entry.check.must}, not {_toml(value)}",
                               hint=entry.hint or _example(entry))
-            out[logical + (name,)] = _Value(entry.kind.convert(value), key)
+            out[logical + (name,)] = _Value(entry.kind.convert(value), key, entry)
 
 
 def _example(entry: Setting) -> str:
@@ -456,11 +460,12 @@ def _key_path(text: str) -> tuple[Key, str] | None:
 
 
 class _Resolver:
-    """One profile's values (its own over the top level's) turned into paths and checked."""
+    """One profile's values (its own over the top level's) turned into checked paths and settings."""
 
     def __init__(self, f: _File, root: Path, values: dict[Key, _Value]) -> None:
         self.f, self.root, self.values = f, root, values
         self.allowed: tuple[Path, ...] = ()
+        self.paths: dict[Key, Path] = {}  # every path setting that has a value, checked
 
     def get(self, key: Key, scope: str) -> Any:
         found = self.values.get(key)
@@ -474,29 +479,41 @@ class _Resolver:
         """The named sub-tables of ``[table.<name>]`` (bootstrap, stages), in file order."""
         return [k[1] for k in self.values if len(k) == 2 and k[0] == table]
 
-    def input(self, key: Key, scope: str, *, folder: bool = False) -> Path | None:
-        """A path only read: anywhere, but it must exist."""
-        value = self.get(key, scope)
-        if value is None:
-            return None
-        path: Path = self.root / value
-        if not (path.is_dir() if folder else path.is_file()):
-            what = "folder" if folder else "file"
-            problem = "is not a " + what if path.exists() else "does not exist"
-            raise self.f.error(self.written(key), f"{_dotted(self.written(key))} = {_toml(value)} {problem}",
-                               hint=f"create the {what} or fix the path")
-        return path
+    def check_paths(self) -> None:
+        """Every path setting of the table, set or by default: outputs confined, then inputs present."""
+        found = [(k, v.value, v.setting) for k, v in self.values.items() if v.setting and v.setting.path]
+        found += [((s.name,), s.default, s) for s in SCOPE_KEYS[PROJECT].values()
+                  if s.path and s.default and (s.name,) not in self.values]
+        for key, value, entry in sorted(found, key=lambda item: item[2].path != OUTPUT):
+            if entry.path == OUTPUT:
+                self.paths[key] = self.output(key, value)
+            elif entry.path in (INPUT, INPUT_DIR) and isinstance(value, str):
+                self.paths[key] = self.input(key, value, folder=entry.path == INPUT_DIR)
+            elif entry.path == INPUT:
+                for item in value:  # a list of files (var_files)
+                    self.input(key, item, listed=True)
 
-    def output(self, key: Key, scope: str, default: str | None = None) -> Path:
+    def input(self, key: Key, value: str, *, folder: bool = False, listed: bool = False) -> Path:
+        """A path only read: anywhere, but it must exist (unless vaultdoit makes it: verify.key)."""
+        path = self.root / value
+        if Path(os.path.normpath(path)) in self.paths.values() or (path.is_dir() if folder else path.is_file()):
+            return path
+        what = "folder" if folder else "file"
+        written = self.written(key)
+        if listed:
+            raise self.f.error(written, f"{_dotted(written)}: {_toml(value)} does not exist",
+                               hint=f"create the {what} or remove it from the list")
+        problem = f"is not a {what}" if path.exists() else "does not exist"
+        raise self.f.error(written, f"{_dotted(written)} = {_toml(value)} {problem}",
+                           hint=f"create the {what} or fix the path")
+
+    def output(self, key: Key, value: str) -> Path:
         """A path vaultdoit writes: inside the project or an allowed folder."""
-        value = self.get(key, scope)
-        value = default if value is None else value
-        assert value is not None
         written = self.written(key)
         try:
             return confine(Path(value), self.root, self.allowed, _dotted(written), value=value)
         except ConfigError as err:
-            err.file = self.f.at(written)
+            err.file = self.f.at(written)  # found only now: the line map is built for errors alone
             raise
 
 
@@ -545,36 +562,42 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         values.update(profiles[profile])
     r = _Resolver(f, root, values)
     r.allowed = _allowed(r)
-    build_dir = root / "build" / profile if profile else root / "build"
     for folder in ("build", "cache"):
         # Everything vaultdoit writes is under these two: a symlink out of the project moves all of it.
         confine(root / folder, root, r.allowed, f"{folder}/", file=f.path, holder=True)
-    packer_dir = _packer_dir(r, profile)
-    ansible_cfg = r.input(("ansible_cfg",), PROJECT)
+    r.check_paths()
+    image_name = r.get(("image_name",), PROJECT) or (root.name if profile is None else f"vault-{profile}")
+    ansible_cfg = r.paths.get(("ansible_cfg",))
     if ansible_cfg is None and (root / "ansible" / "ansible.cfg").is_file():
         ansible_cfg = root / "ansible" / "ansible.cfg"
-    image_name = r.get(("image_name",), PROJECT) or (root.name if profile is None else f"vault-{profile}")
     build_key, access_key = _keys(r)
     cfg = ProjectConfig(
         root=root,
         profile=profile,
         image_name=image_name,
-        packer_dir=packer_dir,
-        build_dir=build_dir,
-        var_files=_var_files(r),
+        packer_dir=r.paths.get(("packer_dir",)) or _default_packer_dir(r, profile),
+        build_dir=root / "build" / profile if profile else root / "build",
+        var_files=tuple(root / v for v in r.get(("var_files",), PROJECT)),
         variables={k[1]: v.value for k, v in values.items() if k[0] == "variables"},
         ansible_cfg=ansible_cfg,
         accelerator=r.get(("accelerator",), PROJECT),
         build_user=r.get(("build_user",), PROJECT),
         build_key=build_key,
         access_key=access_key,
-        requirements=r.input(("requirements",), PROJECT),
+        requirements=r.paths.get(("requirements",)),
         bootstraps=tuple(_bootstrap(r, name) for name in r.names("bootstrap")),
         final=FinalConfig(
             compression=r.get(("final", "compression"), FINAL),
             coroutines=r.get(("final", "coroutines"), FINAL),
         ),
-        verify=_verify(r, build_key, access_key),
+        verify=VerifyConfig(
+            user=r.get(("verify", "user"), VERIFY),
+            key=r.paths.get(("verify", "key")),
+            checks=r.get(("verify", "checks"), VERIFY),
+            units=r.get(("verify", "units"), VERIFY),
+            boot_timeout=r.get(("verify", "boot_timeout"), VERIFY),
+            memory=r.get(("verify", "memory"), VERIFY),
+        ),
         top=r.get(("top",), PROJECT),
         apt_proxy=r.get(("apt_proxy",), PROJECT),
         apt_proxy_port=r.get(("apt_proxy_port",), PROJECT),
@@ -585,8 +608,8 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
                         origin=f.at(r.written(("stages", name))))
             for name in r.names("stages")),
     )
-    # The final image is build/final/<image_name>.qcow2: build/final itself may be a symlink.
     try:
+        # The final image is build/final/<image_name>.qcow2: build/final itself may be a symlink.
         confine(cfg.final_image, root, r.allowed, "image_name", value=image_name)
     except ConfigError as err:
         err.file = f.at(r.written(("image_name",)))
@@ -594,11 +617,7 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
     return cfg
 
 
-def _packer_dir(r: _Resolver, profile: str | None) -> Path:
-    if ("packer_dir",) in r.values:
-        path = r.input(("packer_dir",), PROJECT, folder=True)
-        assert path is not None
-        return path
+def _default_packer_dir(r: _Resolver, profile: str | None) -> Path:
     path = r.root / ("packer/" + profile if profile else "packer")
     if not path.is_dir():
         raise ConfigError(f"template folder {path.relative_to(r.root)} does not exist", file=r.f.path,
@@ -606,24 +625,14 @@ def _packer_dir(r: _Resolver, profile: str | None) -> Path:
     return path
 
 
-def _var_files(r: _Resolver) -> tuple[Path, ...]:
-    key = r.written(("var_files",))
-    for value in r.get(("var_files",), PROJECT):
-        if not (r.root / value).is_file():
-            raise r.f.error(key, f"{_dotted(key)}: {_toml(value)} does not exist",
-                            hint="create the file or remove it from the list")
-    return tuple(r.root / v for v in r.get(("var_files",), PROJECT))
-
-
 def _keys(r: _Resolver) -> tuple[Path, Path]:
-    """The SSH keys the keys task creates: confined, in a folder of their own, never someone else's key."""
+    """The SSH keys the keys task creates: in a folder of their own, never someone else's key."""
     paths = []
     for name in ("build_key", "access_key"):
-        key = r.output((name,), PROJECT)
+        key = r.paths[(name,)]
         shown = f"{_dotted(r.written((name,)))} = {_toml(r.get((name,), PROJECT))}"
         where = r.written((name,))
-        folder = os.path.realpath(key.parent)
-        if folder in (os.path.realpath(r.root), *map(str, r.allowed)):
+        if os.path.realpath(key.parent) in (os.path.realpath(r.root), *map(str, r.allowed)):
             # The keys task makes a key's folder private (mode 700).
             raise r.f.error(where, f"{shown} would make {key.parent} private",
                             hint="put the key in a folder of its own, e.g. build/keys/")
@@ -640,44 +649,26 @@ def _keys(r: _Resolver) -> tuple[Path, Path]:
 
 def _bootstrap(r: _Resolver, name: str) -> BootstrapConfig:
     base: Key = ("bootstrap", name)
-    table = r.written(base)
     missing = [s.name for s in SCOPE_KEYS[BOOTSTRAP].values() if s.required and base + (s.name,) not in r.values]
     if missing:
+        table = r.written(base)
         raise r.f.error(table, f"[{_dotted(table)}] lacks {', '.join(missing)}",
                         hint="set " + ", ".join(f"{m} = ..." for m in missing) + " (see docs/configuration.md)")
-    packages = r.input(base + ("packages",), BOOTSTRAP)
-    configure = r.input(base + ("configure",), BOOTSTRAP)
-    assert packages is not None and configure is not None
-    output = r.output(base + ("output",), BOOTSTRAP)
-    rel_dir = os.path.relpath(output.parent, r.root)
+    output = r.paths[base + ("output",)]
+    # The boot files go beside the image unless set (then checked with the other paths).
+    kernel = r.paths.get(base + ("kernel",)) or r.output(base + ("kernel",), str(output.parent / "vmlinuz"))
+    initrd = r.paths.get(base + ("initrd",)) or r.output(base + ("initrd",), str(output.parent / "initrd.img"))
     return BootstrapConfig(
         name=name,
         tool=r.get(base + ("tool",), BOOTSTRAP),
         suite=r.get(base + ("suite",), BOOTSTRAP),
-        packages=packages,
-        configure=configure,
+        packages=r.paths[base + ("packages",)],
+        configure=r.paths[base + ("configure",)],
         disk_size=r.get(base + ("disk_size",), BOOTSTRAP),
         output=output,
-        kernel=r.output(base + ("kernel",), BOOTSTRAP, f"{rel_dir}/vmlinuz"),
-        initrd=r.output(base + ("initrd",), BOOTSTRAP, f"{rel_dir}/initrd.img"),
+        kernel=kernel,
+        initrd=initrd,
         mirror=r.get(base + ("mirror",), BOOTSTRAP),
-    )
-
-
-def _verify(r: _Resolver, build_key: Path, access_key: Path) -> VerifyConfig:
-    key = r.get(("verify", "key"), VERIFY)
-    path = None
-    if key is not None:
-        path = Path(os.path.normpath(r.root / key))
-        if path not in (build_key, access_key):  # those two the keys task makes
-            path = r.input(("verify", "key"), VERIFY)
-    return VerifyConfig(
-        user=r.get(("verify", "user"), VERIFY),
-        key=path,
-        checks=r.get(("verify", "checks"), VERIFY),
-        units=r.get(("verify", "units"), VERIFY),
-        boot_timeout=r.get(("verify", "boot_timeout"), VERIFY),
-        memory=r.get(("verify", "memory"), VERIFY),
     )
 
 

@@ -277,7 +277,7 @@ def toml_text(value: Any, limit: int = 200) -> str:
 
 # --- docs/configuration.md -------------------------------------------------------------------------------------
 
-DOCS_HEADER = f"""\
+DOCS_HEADER = """\
 # Configuration: vault.toml
 
 <!-- Generated from the table of settings in vaultdoit/settings.py: edit the help
