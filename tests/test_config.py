@@ -106,10 +106,10 @@ BAD: dict[str, tuple[str | bytes, str, object, dict[str, str] | None]] = {
         '(fix: use apt_proxy = "auto", "off" or "http://HOST:PORT")', None, None),
     "apt_proxy_port out of range": (
         'apt_proxy_port = 80\n',
-        '{toml}:1: apt_proxy_port must be between 1024 and 32767, not 80 (fix: use the default 3142)', None, None),
+        '{toml}:1: apt_proxy_port must be between 1024 and 32767, not 80 (fix: use the default 31420)', None, None),
     "boolean for an integer": (
         'apt_proxy_port = true\n',
-        '{toml}:1: apt_proxy_port must be an integer, not true (fix: write e.g. apt_proxy_port = 3142)', None, None),
+        '{toml}:1: apt_proxy_port must be an integer, not true (fix: write e.g. apt_proxy_port = 31420)', None, None),
     "coroutines out of range": (
         '[final]\ncoroutines = 0\n',
         '{toml}:2: final.coroutines must be between 1 and 16, not 0 (fix: write e.g. coroutines = 8)', None, None),

@@ -158,9 +158,9 @@ def test_built_project_moved_elsewhere_is_a_no_op(project_copy, tmp_path: Path):
 
 
 @pytest.mark.parametrize(("output_directory", "message"), [
-    ("ansible", "output_directory = ansible already exists and was not made by a stage build"),
-    (".", "output_directory = . is the project folder itself"),
-    ("/tmp", "output_directory = /tmp is outside the project"),
+    ("ansible", 'output_directory = "ansible" already exists and was not made by a stage build'),
+    (".", 'output_directory = "." is the project folder itself'),
+    ("/tmp", 'output_directory = "/tmp" is outside the project'),
     ("../outside", "is outside the project"),
     ("build", "contains build/.vaultdoit, which a rebuild would remove"),
 ])

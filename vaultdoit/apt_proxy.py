@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vaultdoit import proc
 from vaultdoit.errors import VaultError
-from vaultdoit.model import GUEST_HOST
+from vaultdoit.model import DEFAULT_APT_PORT, GUEST_HOST
 
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
@@ -29,7 +29,7 @@ class AptProxy:
     """Where our apt-cacher-ng lives and listens."""
 
     root: Path  # cache/apt
-    port: int = 3142
+    port: int = DEFAULT_APT_PORT
 
     @property
     def conf_dir(self) -> Path:

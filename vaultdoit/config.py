@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit.errors import ConfigError
+from vaultdoit.model import DEFAULT_APT_PORT
 from vaultdoit.settings import (
     ALLOWED_PATHS_ENV,
     BOOTSTRAP,
@@ -121,7 +122,7 @@ class ProjectConfig:
     verify: VerifyConfig = VerifyConfig()
     top: str | None = None  # the stage flattened into the final image (default: the only leaf)
     apt_proxy: str = "auto"  # auto (our apt-cacher-ng if installed), off, or an external proxy URL
-    apt_proxy_port: int = 3142
+    apt_proxy_port: int = DEFAULT_APT_PORT
     # Folders outside the project that vaultdoit may write to (symlinks resolved).
     allowed_paths: tuple[Path, ...] = ()
     stall_timeout: float = 0.0  # 0: each stage decides

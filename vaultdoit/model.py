@@ -98,6 +98,9 @@ class Stage:
 
 
 GUEST_HOST = "10.0.2.2"  # the host's loopback as seen from QEMU user networking
+# The build's own apt-cacher-ng: not the distribution's 3142 (its service may hold that port),
+# and below 32768 (apt-cacher-ng 3.7 cannot bind ports from 32768 up).
+DEFAULT_APT_PORT = 31420
 
 
 @dataclass(frozen=True)

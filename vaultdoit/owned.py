@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vaultdoit import keys
+from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import GraphError
 
 MARKER = ".vaultdoit-stage.json"  # written into a stage's folder after each successful build
@@ -21,12 +23,6 @@ MARKER = ".vaultdoit-stage.json"  # written into a stage's folder after each suc
 
 def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
-
-
-def confined(path: Path, root: Path, allowed: Sequence[Path] = ()) -> bool:
-    """True when ``path`` (symlinks resolved) lies inside the project or an allowed folder."""
-    real = Path(os.path.realpath(path))
-    return any(inside(real, Path(os.path.realpath(folder))) for folder in (root, *allowed))
 
 
 def is_ours(folder: Path, root: Path) -> bool:
@@ -40,20 +36,12 @@ def is_ours(folder: Path, root: Path) -> bool:
     return real != build and inside(real, build)
 
 
-def check_output_folder(folder: Path, root: Path, *, allowed: Sequence[Path], what: str, file: Any) -> None:
+def check_output_folder(folder: Path, cfg: ProjectConfig, *, what: str, file: Any) -> None:
     """Refuse an output folder outside the project, or one that holds the user's files."""
-    shown = os.path.relpath(folder, root) if inside(folder, root) else str(folder)
-    if not confined(folder, root, allowed):
-        raise GraphError(f"{what} = {shown} is outside the project", file=file,
-                         hint="keep stage outputs under the project folder (e.g. build/...) "
-                              "or list the folder in allowed_paths")
-    real = Path(os.path.realpath(folder))
-    if real == Path(os.path.realpath(root)) or inside(Path(os.path.realpath(root)), real):
-        raise GraphError(f"{what} = {shown} is the project folder itself", file=file,
-                         hint="use a folder of its own, e.g. build/<stage>")
-    if not is_ours(folder, root):
-        raise GraphError(f"{what} = {shown} already exists and was not made by a stage build; "
-                         "building would replace it", file=file,
+    cfg.confine(folder, what, value=keys.relpath(folder, cfg.root), file=file)
+    if not is_ours(folder, cfg.root):
+        raise GraphError(f"{what} = \"{keys.relpath(folder, cfg.root)}\" already exists and was not made by a "
+                         "stage build; building would replace it", file=file,
                          hint="point output_directory at a new folder (e.g. build/<stage>) or move that folder away")
 
 

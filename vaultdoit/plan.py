@@ -174,13 +174,8 @@ def _argument_paths(args: tuple[str, ...], root: Path) -> list[Path]:
 def _output(cfg: ProjectConfig, source: PackerSource) -> Path:
     """The stage's image, after checking that its folder is one vaultdoit may replace."""
     folder = _norm(cfg.root / str(source.attrs["output_directory"]))
-    owned.check_output_folder(folder, cfg.root, allowed=_allowed(cfg),
-                              what=f'source "qemu" "{source.name}": output_directory', file=source.file)
+    owned.check_output_folder(folder, cfg, what="output_directory", file=source.where or source.file)
     return folder / str(source.attrs["vm_name"])
-
-
-def _allowed(cfg: ProjectConfig) -> tuple[Path, ...]:
-    return tuple(getattr(cfg, "allowed_paths", ()) or ())
 
 
 def _iso_input(cfg: ProjectConfig, source: PackerSource, out: Path, outputs: dict[Path, str],
@@ -330,6 +325,7 @@ def load_project(root: Path, profile: str | None = None) -> Project:
         raise GraphError('no stages: no build block builds a source "qemu"', file=cfg.packer_dir,
                          hint="add a qemu source and a build block, or check packer_dir")
     ordered = _order(stages)
+    config_mod.check_stage_names(cfg, [s.name for s in ordered])
     children = {s.parent for s in ordered if s.parent}
     leaves = [s for s in ordered if s.name not in children]
     if cfg.top:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vaultdoit.model import DEFAULT_APT_PORT
+
 ALLOWED_PATHS_ENV = "VAULTDOIT_ALLOWED_PATHS"
 PROFILE_ENV = "VAULTDOIT_PROFILE"
 COMPRESSIONS = ("zstd", "zlib", "none")
@@ -184,9 +186,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("apt_proxy", PROJECT, STRING, "auto",
             "`auto` (the build's own apt-cacher-ng when installed), `off`, or the URL of an external proxy",
             check=APT_PROXY, hint='use apt_proxy = "auto", "off" or "http://HOST:PORT"'),
-    Setting("apt_proxy_port", PROJECT, INTEGER, 3142,
+    Setting("apt_proxy_port", PROJECT, INTEGER, DEFAULT_APT_PORT,
             "port of the build's own apt-cacher-ng on 127.0.0.1 (apt-cacher-ng cannot bind 32768 and above)",
-            check=between(1024, 32767), hint="use the default 3142"),
+            check=between(1024, 32767), hint=f"use the default {DEFAULT_APT_PORT}"),
     Setting("allowed_paths", PROJECT, STRINGS, (),
             "folders outside the project that vaultdoit may create files in or delete from (see "
             f"[Paths](#paths)); also `{ALLOWED_PATHS_ENV}` (`:`-separated absolute paths)",

@@ -23,7 +23,7 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
     if stage.kind == "packer":
         return replace(build, var_files=cfg.var_files, variables=dict(cfg.variables),
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
-                       stall_timeout=float(getattr(cfg, "stall_timeout", 0) or 0))
+                       stall_timeout=cfg.stage_config(stage.name).stall_timeout or 0.0)
     return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=cfg.build_dir / "tmp")
 
 
