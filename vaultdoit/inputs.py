@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,14 +59,24 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def tree(folder: Path) -> list[Path]:
-    """Every regular file under ``folder`` (symlinks followed; a link loop is an error)."""
+def tree(folder: Path, *, recursive: bool = True, skip: Callable[[str], bool] | None = None) -> list[Path]:
+    """Every regular file under ``folder`` (symlinks followed; a link loop is an error).
+
+    ``recursive=False`` lists only the files directly in it; names for which ``skip``
+    is true (files or folders) are left out.
+    """
     found: list[Path] = []
     seen = {os.path.realpath(folder)}
     for dirpath, dirs, names in os.walk(folder, followlinks=True):
+        if skip is not None:
+            names = [name for name in names if not skip(name)]
+        if not recursive:
+            dirs[:] = []
         here = Path(os.path.realpath(dirpath))
         kept = []
         for name in sorted(dirs):
+            if skip is not None and skip(name):
+                continue
             real = os.path.realpath(os.path.join(dirpath, name))
             if inside(here, Path(real)):  # leads back to this folder or above it
                 raise GraphError("symlink loop: this folder leads back into itself",
