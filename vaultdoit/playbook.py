@@ -13,14 +13,17 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from vaultdoit import inputs
-from vaultdoit.ansible_paths import (COLLECTION_FILES, PLUGIN_FOLDERS, SYNTHETIC, AnsibleSettings, Collections,
-                                     split_fqcr)
+from vaultdoit.ansible_paths import COLLECTION_FILES, PLUGIN_FOLDERS, SYNTHETIC, AnsibleSettings, Collections
+from vaultdoit.ansible_syntax import (BLOCK_KEYS, EXTRA, JINJA_FQCN, LOOKUP, LOOP_LOOKUPS, MAGIC, QUOTED,
+                                      ROLE_INCLUDES, SRC_FOLDER, TASK_INCLUDES, first_argument, has_jinja,
+                                      literal_folder, pick, remote_source, role_name, script_path, split_fqcr,
+                                      str_list, strings, task_action, task_modules)
 from vaultdoit.errors import PlaybookError
 from vaultdoit.model import PlaybookClosure
 from vaultdoit.yamlio import AnsibleLoader, line_of, load_yaml
@@ -86,215 +89,11 @@ def _exists(path: Path, want: Want) -> bool:
     return kind is not None if want == "any" else kind == want
 
 
-# --------------------------------------------------------------------------- Jinja, free-form args
-
-_JINJA = re.compile(r"{{|{%")
-_EXTRA = re.compile(r"{{-?\s*([A-Za-z_]\w*)\s*-?}}")
-_MAGIC = re.compile(r"{{-?\s*(playbook_dir|role_path)\s*-?}}")
-_KEY = re.compile(r"([A-Za-z_]\w*)=(.*)", re.S)
-_OPEN, _CLOSE = ("{{", "{%", "{#"), ("}}", "%}", "#}")
-
-
-def _has_jinja(text: str) -> bool:
-    return _JINJA.search(text) is not None
-
-
-def _literal_folder(text: str) -> str:
-    """The folder part written before the first Jinja expression ('' if none)."""
-    match = _JINJA.search(text)
-    head = text[: match.start()] if match else text
-    if "/" not in head:
-        return ""
-    return head.rsplit("/", 1)[0] or "/"
-
-
-def _split_args(text: str) -> list[str]:
-    """Split free-form module arguments on blanks outside quotes and Jinja blocks."""
-    tokens: list[str] = []
-    buf: list[str] = []
-    quote, depth, i = "", 0, 0
-    while i < len(text):
-        pair, ch = text[i:i + 2], text[i]
-        if quote:
-            quote = "" if ch == quote and text[i - 1] != "\\" else quote
-        elif pair in _OPEN or (pair in _CLOSE and depth):
-            depth += 1 if pair in _OPEN else -1
-            buf.append(pair)
-            i += 2
-            continue
-        elif ch in "'\"" and not depth:
-            quote = ch
-        elif ch.isspace() and not depth:
-            if buf:
-                tokens.append("".join(buf))
-                buf = []
-            i += 1
-            continue
-        buf.append(ch)
-        i += 1
-    if buf:
-        tokens.append("".join(buf))
-    return tokens
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
-
-
-def _parse_kv(text: str) -> dict[str, Any]:
-    """``src=a dest=b`` style arguments; the rest goes to ``_raw_params`` like Ansible."""
-    args: dict[str, Any] = {}
-    raw: list[str] = []
-    for token in _split_args(text):
-        match = _KEY.fullmatch(token)
-        if match:
-            args[match.group(1)] = _unquote(match.group(2))
-        else:
-            raw.append(_unquote(token))
-    if raw:
-        args["_raw_params"] = " ".join(raw)
-    return args
-
-
-def _args(value: Any) -> dict[str, Any]:
-    """Module arguments from the dict form or the free-form string."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        return _parse_kv(value)
-    return {}
-
-
-def _flag(value: Any) -> bool | None:
-    """A YAML/Ansible boolean; None when it is a Jinja expression decided at run time."""
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("yes", "true", "on", "y", "1"):
-        return True
-    if text in ("no", "false", "off", "n", "0", ""):
-        return False
-    return None
-
-
-# --------------------------------------------------------------------------- tasks
-
-_PREFIXES = ("ansible.builtin.", "ansible.legacy.")
-# Modules of other collections that read controller files like the builtin ones do.
-_ALIASES = {"ansible.posix.patch": "patch", "ansible.posix.synchronize": "synchronize"}
-_BLOCK_KEYS = ("block", "rescue", "always")
-_TASK_INCLUDES = frozenset({"include_tasks", "import_tasks"})
-_ROLE_INCLUDES = frozenset({"include_role", "import_role"})
-# Modules that read a controller file named by ``src``, and the role folder searched first.
-_SRC_FOLDER = {"template": "templates", "copy": "files", "script": "files", "unarchive": "files",
-               "patch": "files", "assemble": "files", "synchronize": "files"}
-_ACTIONS = _TASK_INCLUDES | _ROLE_INCLUDES | {"include_vars"} | frozenset(_SRC_FOLDER)
 _MAIN_NAMES = ("main.yml", "main.yaml", "main.json", "main")
-# lookup('file', <term>, ...): the start of a lookup whose first term names a file.
-_LOOKUP = re.compile(r"""\b(?:lookup|query|q)\(\s*(['"])(?:ansible\.builtin\.)?(file|template|fileglob)\1\s*,\s*""")
-_QUOTED = re.compile(r"""(['"])([^'"]*)\1""")
-_LOOP_LOOKUPS = {"with_file": "file", "with_template": "template", "with_fileglob": "fileglob"}
 _FIRST_FOUND_FOLDERS = ("files", "templates", "vars")
-# ns.coll.name inside a Jinja expression: a filter, test or lookup of a collection.
-_JINJA_FQCN = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\.([A-Za-z_]\w*)\.[A-Za-z_]\w*")
 _GALAXY_NAME = re.compile(r"[\w-]+(\.[\w-]+)+")
 _LOCAL_ROLE_HINT = "add it under roles/ or set roles_path in ansible.cfg"
 _GALAXY_ROLE_HINT = "install it with ansible-galaxy into a roles path in the project"
-
-
-def _short(key: Any) -> str:
-    """Module name without the ``ansible.builtin.``/``ansible.legacy.`` prefix."""
-    name = str(key)
-    for prefix in _PREFIXES:
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return _ALIASES.get(name, name)
-
-
-def _pick(mapping: dict[Any, Any], name: str) -> Any:
-    """The value of ``name`` in any of its spellings (bare or FQCN), else None."""
-    for key, value in mapping.items():
-        if _short(key) == name:
-            return value
-    return None
-
-
-def _task_action(task: dict[Any, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The module this task runs and its arguments, if it is one that reads files."""
-    raw_args = task.get("args")
-    extra: dict[str, Any] = raw_args if isinstance(raw_args, dict) else {}
-    for key, value in task.items():
-        name = _short(key)
-        if name in ("action", "local_action"):
-            module, args = _action_keyword(value)
-            name = _short(module)
-        elif name in _ACTIONS:
-            args = _args(value)
-        else:
-            continue
-        return (name, {**extra, **args}) if name in _ACTIONS else None
-    return None
-
-
-def _task_modules(task: dict[Any, Any]) -> Iterator[str]:
-    """Fully qualified module names a task uses (as a key or through ``action:``)."""
-    for key, value in task.items():
-        name = str(key)
-        if _short(name) in ("action", "local_action"):
-            name = _action_keyword(value)[0]
-        if split_fqcr(name) is not None:
-            yield name
-
-
-def _action_keyword(value: Any) -> tuple[str, dict[str, Any]]:
-    """The old ``action: template src=x`` / ``action: {module: template}`` spelling."""
-    if isinstance(value, dict):
-        return str(value.get("module", "")), {k: v for k, v in value.items() if k != "module"}
-    module, _, rest = str(value or "").strip().partition(" ")
-    return module, _parse_kv(rest)
-
-
-def _remote_source(module: str, args: dict[str, Any]) -> bool | None:
-    """Whether the module's ``src`` is on the target (True), the controller (False) or unknown."""
-    if "remote_src" in args:
-        return _flag(args["remote_src"])
-    if module == "unarchive" and "copy" in args:
-        copy = _flag(args["copy"])  # the old spelling: copy: no means remote_src: yes
-        return None if copy is None else not copy
-    if module == "assemble":
-        return True  # assemble reads the target's files unless remote_src: no
-    if module == "synchronize":
-        mode = str(args.get("mode", "push")).strip()
-        return None if _has_jinja(mode) else mode == "pull"
-    return False
-
-
-def _strings(value: Any) -> Iterator[str]:
-    """Every string nested in a task (for lookups written inside expressions)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-def _role_name(entry: Any) -> Any:
-    """The name of a ``roles:``/``dependencies:``/requirements entry (string or dict form)."""
-    if not isinstance(entry, dict):
-        # Galaxy's old requirement form: ``user.role,version``.
-        return entry.split(",")[0].strip() if isinstance(entry, str) and "," in entry else entry
-    name = entry.get("role") or entry.get("name")
-    if name is None and isinstance(entry.get("src"), str):
-        # Galaxy requirement form: ``src: user.role,version`` or a repository URL.
-        name = entry["src"].split(",")[0].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-    return name
 
 
 def _main_file(folder: Path, entry: str | None) -> list[Path]:
@@ -302,39 +101,6 @@ def _main_file(folder: Path, entry: str | None) -> list[Path]:
     if entry is None:
         return [folder / name for name in _MAIN_NAMES]
     return [folder / f"{entry}{ext}" for ext in ("", ".yml", ".yaml", ".json")]
-
-
-def _script_path(args: dict[str, Any]) -> str | None:
-    """The local script of ``script: path args`` (free form) or ``script: {cmd: ...}``."""
-    command = args.get("cmd") or args.get("_raw_params")
-    if not isinstance(command, str):
-        return None
-    tokens = _split_args(command)
-    return _unquote(tokens[0]) if tokens else None
-
-
-def _first_argument(text: str, start: int) -> str:
-    """The expression of a call's argument that begins at ``start`` (up to ``,`` or ``)``)."""
-    depth, quote = 0, ""
-    for index in range(start, len(text)):
-        ch = text[index]
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}" and depth:
-            depth -= 1
-        elif ch in ",)" or text.startswith("}}", index):
-            return text[start:index].strip()
-    return text[start:].strip()
-
-
-def _str_list(value: Any) -> list[str]:
-    """A string or a list of strings (other items dropped)."""
-    items = value if isinstance(value, list) else [value]
-    return [item for item in items if isinstance(item, str)]
 
 
 @dataclass(frozen=True)
@@ -352,7 +118,7 @@ class _Requirements:
         collections: Any = []
         if isinstance(data, dict):
             roles, collections = data.get("roles") or [], data.get("collections") or []
-        names = {_role_name(entry) for entry in (roles if isinstance(roles, list) else [])}
+        names = {role_name(entry) for entry in (roles if isinstance(roles, list) else [])}
         colls = {entry.get("name") if isinstance(entry, dict) else entry
                  for entry in (collections if isinstance(collections, list) else [])}
         return cls(path, frozenset(n for n in names if isinstance(n, str)),
@@ -452,7 +218,7 @@ class _Walker:
             # playbook tree is the build's to track (e.g. a wheelhouse it fills).
             if Path(value).is_absolute() and not _inside(_norm(value), where.playbook_dir):
                 return None
-        if _has_jinja(value):
+        if has_jinja(value):
             self._depend_on_folder(keyword, value, referrer, line, where, candidates)
             return None
         tried = candidates(os.path.expanduser(value))
@@ -474,7 +240,7 @@ class _Walker:
         def sub(match: re.Match[str]) -> str:
             return self.extra_vars.get(match.group(1), match.group(0))
 
-        return _EXTRA.sub(sub, value)
+        return EXTRA.sub(sub, value)
 
     @staticmethod
     def _expand_magic(value: str, where: _Where) -> str:
@@ -485,7 +251,7 @@ class _Walker:
             path = known[match.group(1)]
             return str(path) if path is not None else match.group(0)
 
-        return _MAGIC.sub(sub, value)
+        return MAGIC.sub(sub, value)
 
     def _shown(self, folder: Path, where: _Where) -> str:
         """A folder for a warning: relative to the playbook's folder when inside it."""
@@ -497,7 +263,7 @@ class _Walker:
     def _depend_on_folder(self, keyword: str, value: str, referrer: Path, line: int, where: _Where,
                           candidates: Callable[[str], list[Path]], *, shown: str | None = None) -> None:
         """A dynamic path: depend on the folder that can contain it and say so once."""
-        rel = _literal_folder(value)
+        rel = literal_folder(value)
         folder = next((p for p in candidates(os.path.expanduser(rel)) if _kind(p) == "dir"), None)
         shown = shown or f"{keyword} '{value}'"
         text = f"{shown} is dynamic; "
@@ -558,17 +324,17 @@ class _Walker:
         """Lookups of files and collection plugins named inside Jinja expressions."""
         if value is None:
             return
-        for text in _strings(value):
-            if not _has_jinja(text):
+        for text in strings(value):
+            if not has_jinja(text):
                 continue
-            for match in _LOOKUP.finditer(text):
+            for match in LOOKUP.finditer(text):
                 self._lookup_match(match, text, referrer, line, where)
-            for match in _JINJA_FQCN.finditer(text):
+            for match in JINJA_FQCN.finditer(text):
                 self._use_collection(f"{match.group(1)}.{match.group(2)}")
         if isinstance(value, dict):
-            for key, kind in _LOOP_LOOKUPS.items():
-                for term in _str_list(value.get(key)):
-                    if _has_jinja(term):
+            for key, kind in LOOP_LOOKUPS.items():
+                for term in str_list(value.get(key)):
+                    if has_jinja(term):
                         self._depend_on_folder(key, term, referrer, line, where, self._lookup_folders(kind, referrer,
                                                                                                     where))
                     else:
@@ -581,16 +347,16 @@ class _Walker:
 
     def _lookup_match(self, match: re.Match[str], text: str, referrer: Path, line: int, where: _Where) -> None:
         kind = match.group(2)
-        term = _first_argument(text, match.end())
-        literal = _QUOTED.fullmatch(term)
-        if literal is not None and not _has_jinja(literal.group(2)):
+        term = first_argument(text, match.end())
+        literal = QUOTED.fullmatch(term)
+        if literal is not None and not has_jinja(literal.group(2)):
             self._lookup(kind, literal.group(2), referrer, line, where)
             return
         if not term:
             return
         # An expression: the literal it starts with (if any) names the folder.
-        start = _QUOTED.match(term)
-        prefix = start.group(2) if start is not None and not _has_jinja(start.group(2)) else ""
+        start = QUOTED.match(term)
+        prefix = start.group(2) if start is not None and not has_jinja(start.group(2)) else ""
         self._depend_on_folder(f"lookup('{kind}')", prefix + "{{ ? }}", referrer, line, where,
                                self._lookup_folders(kind, referrer, where), shown=f"lookup('{kind}', {term})")
 
@@ -618,11 +384,11 @@ class _Walker:
             return
         entries = value if isinstance(value, list) else [value]
         for entry in entries:
-            names = _str_list(entry.get("files")) if isinstance(entry, dict) else _str_list(entry)
-            paths = _str_list(entry.get("paths")) if isinstance(entry, dict) else []
-            for name in (n for n in names if not _has_jinja(n)):
+            names = str_list(entry.get("files")) if isinstance(entry, dict) else str_list(entry)
+            paths = str_list(entry.get("paths")) if isinstance(entry, dict) else []
+            for name in (n for n in names if not has_jinja(n)):
                 if paths:
-                    tried = [_norm(where.playbook_dir / p / name) for p in paths if not _has_jinja(p)]
+                    tried = [_norm(where.playbook_dir / p / name) for p in paths if not has_jinja(p)]
                 else:
                     tried = [c for f in _FIRST_FOUND_FOLDERS for c in self._needle_candidates(f, name, referrer,
                                                                                               where)]
@@ -658,7 +424,7 @@ class _Walker:
             if not isinstance(play, dict):
                 raise PlaybookError("a playbook entry must be a play or an import_playbook",
                                     file=path, hint="make each list item a mapping")
-            target = _pick(play, "import_playbook")
+            target = pick(play, "import_playbook")
             if target is not None:
                 self._import_playbook(target, path, line_of(play), where)
             else:
@@ -682,7 +448,7 @@ class _Walker:
 
     def _play(self, play: dict[Any, Any], referrer: Path, where: _Where) -> None:
         """A play: its vars files, roles, tasks and handlers, in the order Ansible runs them."""
-        collections = [c for c in _str_list(play.get("collections")) if c not in SYNTHETIC]
+        collections = [c for c in str_list(play.get("collections")) if c not in SYNTHETIC]
         if collections:
             where = replace(where, collections=(*collections, *where.collections))
             for name in collections:
@@ -693,7 +459,7 @@ class _Walker:
         if not isinstance(roles, list):
             raise PlaybookError("roles must be a list", file=referrer, hint="write roles: [name, ...]")
         for entry in roles:
-            self._role(_role_name(entry), referrer, line_of(entry) or line_of(play, "roles"), where)
+            self._role(role_name(entry), referrer, line_of(entry) or line_of(play, "roles"), where)
         for section in ("pre_tasks", "tasks", "post_tasks"):
             self._tasks(play.get(section), referrer, where)
         self._tasks(play.get("handlers"), referrer, replace(where, handlers=True))
@@ -708,7 +474,7 @@ class _Walker:
                 last = index == len(options) - 1
                 found = self._resolve("vars_files", option, referrer, line, where,
                                       lambda rel: [_norm(where.playbook_dir / rel)], required=last)
-                if found is not None or (isinstance(option, str) and _has_jinja(option)):
+                if found is not None or (isinstance(option, str) and has_jinja(option)):
                     break
 
     # -- tasks
@@ -736,26 +502,26 @@ class _Walker:
 
     def _task(self, task: dict[Any, Any], referrer: Path, where: _Where) -> None:
         line = line_of(task)
-        for key in _BLOCK_KEYS:
+        for key in BLOCK_KEYS:
             if key in task:
                 self._tasks(task[key], referrer, where)
-        for module in _task_modules(task):
+        for module in task_modules(task):
             fq = split_fqcr(module)
             if fq is not None:
                 self._use_collection(fq[0])
-        action = _task_action(task)
+        action = task_action(task)
         if action is not None:
             name, args = action
-            if name in _TASK_INCLUDES:
+            if name in TASK_INCLUDES:
                 self._include_tasks(name, args, referrer, line, where)
-            elif name in _ROLE_INCLUDES:
+            elif name in ROLE_INCLUDES:
                 self._role(args.get("name") or args.get("role"), referrer, line, where,
                            tasks_from=args.get("tasks_from"), handlers_from=args.get("handlers_from"))
             elif name == "include_vars":
                 self._include_vars(args, referrer, line, where)
             else:
                 self._src_file(name, args, referrer, line, where)
-        self._expressions({k: v for k, v in task.items() if k not in _BLOCK_KEYS}, referrer, line, where)
+        self._expressions({k: v for k, v in task.items() if k not in BLOCK_KEYS}, referrer, line, where)
 
     def _include_tasks(self, keyword: str, args: dict[str, Any], referrer: Path, line: int,
                        where: _Where) -> None:
@@ -780,14 +546,14 @@ class _Walker:
 
     def _src_file(self, module: str, args: dict[str, Any], referrer: Path, line: int, where: _Where) -> None:
         """template/copy/script/unarchive/...: the controller-side source file (or folder)."""
-        source = _script_path(args) if module == "script" else args.get("src")
+        source = script_path(args) if module == "script" else args.get("src")
         if not isinstance(source, str) or not source.strip() or "://" in source:
             return  # copy with content:, or an archive downloaded at run time
-        remote = _remote_source(module, args)
+        remote = remote_source(module, args)
         if remote is True:
             return  # the file is on the target machine, not in the project
         self._resolve(f"{module} src", source, referrer, line, where,
-                      lambda rel: self._needle_candidates(_SRC_FOLDER[module], rel, referrer, where),
+                      lambda rel: self._needle_candidates(SRC_FOLDER[module], rel, referrer, where),
                       want="file" if module == "template" else "any", required=remote is False)
 
     # -- roles
@@ -800,7 +566,7 @@ class _Walker:
                                 hint="write 'role: <name>' or 'name: <name>'")
         name = self._expand_magic(name.strip(), where)
         bases = self._role_bases(where, basedir)
-        if _has_jinja(name):
+        if has_jinja(name):
             self._depend_on_folder("role", name, referrer, line, where,
                                    lambda rel: _unique(_norm(b / rel) for b in bases))
             return
@@ -810,7 +576,7 @@ class _Walker:
         role_dir, collection = found
         meta_file, meta = self._role_meta(role_dir)
         own = (collection,) if collection else ()
-        meta_collections = [c for c in _str_list(meta.get("collections")) if c not in SYNTHETIC]
+        meta_collections = [c for c in str_list(meta.get("collections")) if c not in SYNTHETIC]
         chain = [p for p in (where.role, *where.parents) if p is not None and p != role_dir]
         # Roles do not inherit the play's collections: their own collection, then their meta's.
         inner = _Where(where.playbook_dir, role=role_dir, parents=tuple(_unique(chain)),
@@ -888,7 +654,7 @@ class _Walker:
             raise PlaybookError("dependencies must be a list", file=meta_file,
                                 hint="write 'dependencies: [role, ...]'")
         for dep in deps:
-            self._role(_role_name(dep), meta_file, line_of(dep) or line_of(meta, "dependencies"), where,
+            self._role(role_name(dep), meta_file, line_of(dep) or line_of(meta, "dependencies"), where,
                        basedir=role_dir.parent)
 
     def _role_entry(self, name: str, role_dir: Path, folder: str, entry: Any, referrer: Path,
@@ -900,7 +666,7 @@ class _Walker:
                 raise PlaybookError(f"{keyword} must be a file name", file=referrer,
                                     hint=f"write {keyword}: <file>")
             entry = self._expand_magic(entry.strip(), where)
-            if _has_jinja(entry):  # the folder is already in: it is part of the role
+            if has_jinja(entry):  # the folder is already in: it is part of the role
                 self._depend_on_folder(keyword, entry, referrer, 0, where,
                                        lambda rel: [_norm(role_dir / folder / rel)])
                 return
