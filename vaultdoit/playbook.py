@@ -42,6 +42,11 @@ def _norm(path: str | Path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(path)))
 
 
+def _join(base: str | Path, *parts: str) -> str:
+    """An absolute, normalised path as text: candidates are many, Path objects cost more."""
+    return os.path.normpath(os.path.join(base, *parts))
+
+
 def _unique(paths: Iterable[Path]) -> list[Path]:
     """Paths in first-seen order without repeats."""
     return list(dict.fromkeys(paths))
@@ -56,7 +61,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _kind(path: Path) -> str | None:
+def _kind(path: str | Path) -> str | None:
     """'file', 'dir' or None (missing or special), following symlinks; a loop is an error."""
     try:
         mode = os.stat(path).st_mode
@@ -69,8 +74,9 @@ def _kind(path: Path) -> str | None:
     return "file" if stat.S_ISREG(mode) else None
 
 
-def _looping_link(path: Path) -> Path:
+def _looping_link(path: str | Path) -> Path:
     """The first part of ``path`` (from the root down) that is a link going round in a loop."""
+    path = Path(path)
     for part in reversed([path, *path.parents]):
         if os.path.islink(part):
             try:
@@ -84,7 +90,7 @@ def _looping_link(path: Path) -> Path:
 Want = Literal["file", "dir", "any"]
 
 
-def _exists(path: Path, want: Want) -> bool:
+def _exists(path: str, want: Want) -> bool:
     kind = _kind(path)
     return kind is not None if want == "any" else kind == want
 
@@ -201,7 +207,7 @@ class _Walker:
     # -- resolution
 
     def _resolve(self, keyword: str, value: Any, referrer: Path, line: int, where: _Where,
-                 candidates: Callable[[str], list[Path]], *, want: Want = "file",
+                 candidates: Callable[[str], list[str]], *, want: Want = "file",
                  required: bool = True) -> Path | None:
         """The first existing candidate for ``value``, after Jinja and magic variables.
 
@@ -222,8 +228,9 @@ class _Walker:
             self._depend_on_folder(keyword, value, referrer, line, where, candidates)
             return None
         tried = candidates(os.path.expanduser(value))
-        for path in tried:
-            if _exists(path, want):
+        for text in tried:
+            if _exists(text, want):
+                path = Path(text)
                 self._add(path)
                 return path
         if required:
@@ -261,10 +268,11 @@ class _Walker:
         return str(folder) + "/"
 
     def _depend_on_folder(self, keyword: str, value: str, referrer: Path, line: int, where: _Where,
-                          candidates: Callable[[str], list[Path]], *, shown: str | None = None) -> None:
+                          candidates: Callable[[str], list[str]], *, shown: str | None = None) -> None:
         """A dynamic path: depend on the folder that can contain it and say so once."""
         rel = literal_folder(value)
-        folder = next((p for p in candidates(os.path.expanduser(rel)) if _kind(p) == "dir"), None)
+        found = next((p for p in candidates(os.path.expanduser(rel)) if _kind(p) == "dir"), None)
+        folder = Path(found) if found is not None else None
         shown = shown or f"{keyword} '{value}'"
         text = f"{shown} is dynamic; "
         if folder is None:
@@ -282,16 +290,16 @@ class _Walker:
             text += f"tracking every file in {self._shown(folder, where)}"
         self._warn(referrer, line, shown, text)
 
-    def _include_candidates(self, target: str, referrer: Path, where: _Where) -> list[Path]:
+    def _include_candidates(self, target: str, referrer: Path, where: _Where) -> list[str]:
         """Task files: beside the including file, then the role, then the playbook folder."""
         bases = [referrer.parent]
         if where.role is not None:
             bases += [where.role / ("handlers" if where.handlers else "tasks"), where.role]
         bases.append(where.playbook_dir)
-        return _unique(_norm(base / target) for base in bases)
+        return list(dict.fromkeys(_join(base, target) for base in bases))
 
     def _needle_candidates(self, folder: str, source: str, referrer: Path,
-                           where: _Where) -> list[Path]:
+                           where: _Where) -> list[str]:
         """Ansible's search for supporting files (``templates/``, ``files/``, ``vars/``).
 
         The role, then the roles that pulled it in, then the task file's folder, then
@@ -299,7 +307,8 @@ class _Walker:
         """
         stack = [where.role, *where.parents] if where.role is not None else []
         bases = _unique([*stack, referrer.parent, where.playbook_dir])
-        return _unique(_norm(path) for base in bases for path in (base / folder / source, base / source))
+        return list(dict.fromkeys(path for base in bases
+                                  for path in (_join(base, folder, source), _join(base, source))))
 
     def _role_bases(self, where: _Where, basedir: Path | None) -> list[Path]:
         """Role search folders in Ansible's order."""
@@ -341,7 +350,7 @@ class _Walker:
                         self._lookup(kind, term, referrer, line, where)
             self._first_found(value.get("with_first_found"), referrer, where)
 
-    def _lookup_folders(self, kind: str, referrer: Path, where: _Where) -> Callable[[str], list[Path]]:
+    def _lookup_folders(self, kind: str, referrer: Path, where: _Where) -> Callable[[str], list[str]]:
         folder = "templates" if kind == "template" else "files"
         return lambda rel: self._needle_candidates(folder, rel, referrer, where)
 
@@ -368,13 +377,13 @@ class _Walker:
             hit = next((p for p in self._needle_candidates("files", folder, referrer, where)
                         if _kind(p) == "dir"), None)
             if hit is not None:
-                self.files.update(self._tree(hit, recursive=False))
+                self.files.update(self._tree(Path(hit), recursive=False))
             return
         tried = self._needle_candidates("files" if kind == "file" else "templates",
                                         os.path.expanduser(term), referrer, where)
         hit = next((p for p in tried if _kind(p) == "file"), None)
         if hit is not None:
-            self.files.add(hit)
+            self.files.add(Path(hit))
         else:
             self._warn(referrer, line, term, f"lookup('{kind}', '{term}') names no existing file: not tracked")
 
@@ -388,13 +397,13 @@ class _Walker:
             paths = str_list(entry.get("paths")) if isinstance(entry, dict) else []
             for name in (n for n in names if not has_jinja(n)):
                 if paths:
-                    tried = [_norm(where.playbook_dir / p / name) for p in paths if not has_jinja(p)]
+                    tried = [_join(where.playbook_dir, p, name) for p in paths if not has_jinja(p)]
                 else:
                     tried = [c for f in _FIRST_FOUND_FOLDERS for c in self._needle_candidates(f, name, referrer,
                                                                                               where)]
                 hit = next((p for p in tried if _kind(p) == "file"), None)
                 if hit is not None:
-                    self.files.add(hit)
+                    self.files.add(Path(hit))
 
     # -- playbooks and plays
 
@@ -442,7 +451,7 @@ class _Walker:
                     self.playbook(found, collection=fq[0])
                     return
         found = self._resolve("import_playbook", target, referrer, line, where,
-                              lambda rel: [_norm(referrer.parent / rel)])
+                              lambda rel: [_join(referrer.parent, rel)])
         if found is not None:
             self.playbook(found)
 
@@ -453,27 +462,29 @@ class _Walker:
             where = replace(where, collections=(*collections, *where.collections))
             for name in collections:
                 self._use_collection(name)
-        self._vars_files(play.get("vars_files"), referrer, line_of(play, "vars_files"), where)
+        self._vars_files(play.get("vars_files"), referrer, where)
         self._expressions(play.get("vars"), referrer, line_of(play, "vars"), where)
         roles = play.get("roles") or []
         if not isinstance(roles, list):
             raise PlaybookError("roles must be a list", file=referrer, hint="write roles: [name, ...]")
-        for entry in roles:
-            self._role(role_name(entry), referrer, line_of(entry) or line_of(play, "roles"), where)
+        for index, entry in enumerate(roles):
+            self._role(role_name(entry), referrer, line_of(roles, index), where)
         for section in ("pre_tasks", "tasks", "post_tasks"):
             self._tasks(play.get(section), referrer, where)
         self._tasks(play.get("handlers"), referrer, replace(where, handlers=True))
 
-    def _vars_files(self, entries: Any, referrer: Path, line: int, where: _Where) -> None:
+    def _vars_files(self, entries: Any, referrer: Path, where: _Where) -> None:
         """``vars_files``: each entry is a file, or a list of alternatives (first found wins)."""
         if entries is None:
             return
-        for entry in entries if isinstance(entries, list) else [entries]:
+        entries = entries if isinstance(entries, list) else [entries]
+        for number, entry in enumerate(entries):
             options = entry if isinstance(entry, list) else [entry]
+            line = line_of(entries, number)
             for index, option in enumerate(options):
                 last = index == len(options) - 1
                 found = self._resolve("vars_files", option, referrer, line, where,
-                                      lambda rel: [_norm(where.playbook_dir / rel)], required=last)
+                                      lambda rel: [_join(where.playbook_dir, rel)], required=last)
                 if found is not None or (isinstance(option, str) and has_jinja(option)):
                     break
 
@@ -537,7 +548,7 @@ class _Walker:
             # Ansible roots ``dir`` at the role's vars/ folder, else beside the task file.
             base = where.role / "vars" if where.role is not None else referrer.parent
             self._resolve("include_vars", args["dir"], referrer, line, where,
-                          lambda rel: [_norm(base / rel)], want="dir")
+                          lambda rel: [_join(base, rel)], want="dir")
             return
         source = args.get("file") or args.get("_raw_params")
         if source is not None:
@@ -568,7 +579,7 @@ class _Walker:
         bases = self._role_bases(where, basedir)
         if has_jinja(name):
             self._depend_on_folder("role", name, referrer, line, where,
-                                   lambda rel: _unique(_norm(b / rel) for b in bases))
+                                   lambda rel: list(dict.fromkeys(_join(b, rel) for b in bases)))
             return
         found = self._find_role(name, referrer, line, where, bases)
         if found is None:
@@ -609,10 +620,10 @@ class _Walker:
             bundled = self.collections.bundled(coll) if home is None else None
             if bundled is not None and _kind(bundled / "roles" / resource) == "dir":
                 return None  # shipped with Ansible itself: a tool, like its modules
-        role_dir = next((p for p in (_norm(b / os.path.expanduser(name)) for b in bases) if _kind(p) == "dir"),
+        role_dir = next((p for p in (_join(b, os.path.expanduser(name)) for b in bases) if _kind(p) == "dir"),
                         None)
         if role_dir is not None:
-            return role_dir, None
+            return Path(role_dir), None
         if self.galaxy.installs(name):
             self._warn(referrer, line, name, f"role '{name}' is installed from {self.galaxy.file} at build "
                                              "time: it counts by that file only")
@@ -653,9 +664,8 @@ class _Walker:
         if not isinstance(deps, list):
             raise PlaybookError("dependencies must be a list", file=meta_file,
                                 hint="write 'dependencies: [role, ...]'")
-        for dep in deps:
-            self._role(role_name(dep), meta_file, line_of(dep) or line_of(meta, "dependencies"), where,
-                       basedir=role_dir.parent)
+        for index, dep in enumerate(deps):
+            self._role(role_name(dep), meta_file, line_of(deps, index), where, basedir=role_dir.parent)
 
     def _role_entry(self, name: str, role_dir: Path, folder: str, entry: Any, referrer: Path,
                     where: _Where) -> None:
@@ -668,7 +678,7 @@ class _Walker:
             entry = self._expand_magic(entry.strip(), where)
             if has_jinja(entry):  # the folder is already in: it is part of the role
                 self._depend_on_folder(keyword, entry, referrer, 0, where,
-                                       lambda rel: [_norm(role_dir / folder / rel)])
+                                       lambda rel: [_join(role_dir, folder, rel)])
                 return
         tried = _main_file(role_dir / folder, entry)
         found = next((p for p in tried if _kind(p) == "file"), None)

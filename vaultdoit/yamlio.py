@@ -20,7 +20,7 @@ from yaml.resolver import Resolver
 
 from vaultdoit.errors import PlaybookError
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_EXPANDED", "MAX_NODES", "AnsibleLoader", "YamlMap",
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_EXPANDED", "MAX_NODES", "AnsibleLoader", "YamlList", "YamlMap",
            "line_of", "load_yaml"]
 
 MAX_BYTES = 2 * 1024 * 1024  # the largest real-world vars files are a few hundred KiB
@@ -42,11 +42,27 @@ class YamlMap(dict[Any, Any]):
         self.lines: dict[Any, int] = {}
 
 
+class YamlList(list[Any]):
+    """A YAML sequence that knows its line (1-based) and the line of each item."""
+
+    __slots__ = ("line", "lines")
+
+    def __init__(self, line: int = 0) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: list[int] = []
+
+
 def line_of(data: Any, key: Any = None) -> int:
-    """The line of ``data[key]`` (or of ``data``) when it came from ``load_yaml``; else 0."""
-    if not isinstance(data, YamlMap):
-        return 0
-    return data.lines.get(key, data.line) if key is not None else data.line
+    """The line of ``data[key]`` (or of ``data``) when it came from ``load_yaml``; else 0.
+
+    ``key`` is a mapping key, or an index into a sequence.
+    """
+    if isinstance(data, YamlMap):
+        return data.lines.get(key, data.line) if key is not None else data.line
+    if isinstance(data, YamlList):
+        return data.lines[key] if isinstance(key, int) and 0 <= key < len(data.lines) else data.line
+    return 0
 
 
 class _Limit(Exception):
@@ -98,6 +114,12 @@ class _AnsibleConstructor(SafeConstructor):
             if isinstance(key_node, ScalarNode):
                 data.lines.setdefault(key_node.value, value_node.start_mark.line + 1)
 
+    def construct_line_list(self, node: SequenceNode) -> Any:
+        data = YamlList(node.start_mark.line + 1)
+        yield data
+        data.extend(self.construct_sequence(node))
+        data.lines = [item.start_mark.line + 1 for item in node.value]
+
     def construct_vault(self, node: Node) -> str:
         # The ciphertext stays opaque: nothing here needs the secret, only the bytes.
         return str(self.construct_scalar(node))  # type: ignore[arg-type]
@@ -113,6 +135,7 @@ class _AnsibleConstructor(SafeConstructor):
 
 _add: Any = _AnsibleConstructor.add_constructor  # the stubs do not allow a subclass here
 _add("tag:yaml.org,2002:map", _AnsibleConstructor.construct_line_map)
+_add("tag:yaml.org,2002:seq", _AnsibleConstructor.construct_line_list)
 for _tag in ("!vault", "!vault-encrypted"):
     _add(_tag, _AnsibleConstructor.construct_vault)
 _add("!unsafe", _AnsibleConstructor.construct_unsafe)
