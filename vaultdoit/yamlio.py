@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
-from yaml.events import AliasEvent
+from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
@@ -29,6 +29,10 @@ MAX_DEPTH = 100  # playbooks nest about 10 deep
 MAX_EXPANDED = 500_000  # nodes once every alias is expanded
 
 _LIMIT_HINT = "split the file or simplify it; vaultdoit reads at most {}"
+# Files bigger than this are counted in a quick pass over the parser's events before
+# any node is built (5-10 times cheaper per node); smaller ones cannot hold many nodes.
+_PRESCAN_BYTES = 128 * 1024
+_EventLoader: Any = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 
 
 class YamlMap(dict[Any, Any]):
@@ -204,6 +208,24 @@ def _check_expansion(root: Node) -> None:
             stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
 
 
+def _prescan(data: bytes) -> None:
+    """Fail on too many nodes or too deep nesting from the event stream alone."""
+    nodes = depth = 0
+    for event in yaml.parse(data, Loader=_EventLoader):
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        if isinstance(event, (ScalarEvent, AliasEvent, CollectionStartEvent)):
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise _Limit(f"more than {MAX_NODES} YAML nodes", line, _LIMIT_HINT.format(f"{MAX_NODES} nodes"))
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _Limit(f"YAML nested deeper than {MAX_DEPTH} levels", line,
+                                 _LIMIT_HINT.format(f"{MAX_DEPTH} levels"))
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
 def load_yaml(path: Path) -> Any:
     """Parse one YAML file (Ansible tags allowed); errors name the file, line and column."""
     try:
@@ -220,6 +242,8 @@ def load_yaml(path: Path) -> Any:
     # Bytes, not text: the YAML reader detects UTF-8/UTF-16 and reports bad bytes itself.
     loader = AnsibleLoader(data)
     try:
+        if len(data) > _PRESCAN_BYTES:
+            _prescan(data)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -229,6 +253,10 @@ def load_yaml(path: Path) -> Any:
     except _Limit as exc:
         raise PlaybookError(f"{exc.problem} at line {exc.line}", file=path, hint=exc.hint) from None
     except yaml.MarkedYAMLError as exc:
+        if "maximum nesting depth" in str(exc.problem):  # libyaml's own bound, met while scanning ahead
+            line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+            raise PlaybookError(f"YAML nested deeper than {MAX_DEPTH} levels at line {line}", file=path,
+                                hint=_LIMIT_HINT.format(f"{MAX_DEPTH} levels")) from None
         raise PlaybookError(_yaml_problem(exc), file=path, hint="fix the YAML syntax") from exc
     except yaml.YAMLError as exc:
         raise PlaybookError(f"invalid YAML: {exc}", file=path, hint="fix the YAML syntax") from exc
