@@ -117,6 +117,9 @@ def test_collection_roles_plugins_and_metadata() -> None:
         "play/collections/ansible_collections/acme/tools/plugins/modules/ping.py",
         "play/collections/ansible_collections/acme/filters/galaxy.yml",
         "play/collections/ansible_collections/acme/filters/plugins/filter/upper2.py",
+        # a test plugin named in a condition (a Jinja expression without braces)
+        "play/collections/ansible_collections/acme/checks/galaxy.yml",
+        "play/collections/ansible_collections/acme/checks/plugins/test/debianish.py",
     }
     assert closure.warnings == ()
 
@@ -291,6 +294,9 @@ def test_dynamic_paths_widen_to_their_folder_with_one_warning_naming_the_line() 
         "templates/motd.j2",
         "os_vars/Debian.yml",  # with_first_found: every candidate that exists
         "os_vars/default.yml",
+        "files/flags/enabled",  # a lookup in a condition
+        "roles/app/tasks/main.yml",
+        "roles/app/tasks/fast.yml",
     }
     assert sorted(closure.warnings) == sorted([
         f"{site}:3: lookup('file', 'keys/' ~ item ~ '.pub') is dynamic; tracking every file in files/keys/",
@@ -298,6 +304,7 @@ def test_dynamic_paths_widen_to_their_folder_with_one_warning_naming_the_line() 
         f"{site}:12: with_file 'certs/{{{{ inventory_hostname }}}}.pem' is dynamic; "
         "tracking every file in files/certs/",
         f"{site}:20: include_vars '{{{{ item }}}}' is dynamic; tracking the files directly in the playbook's folder",
+        f"{site}:28: tasks_from '{{{{ app_mode }}}}' is dynamic; tracking every file in roles/app/tasks/",
     ])
 
 

@@ -112,6 +112,8 @@ _PREFIXES = ("ansible.builtin.", "ansible.legacy.")
 # Modules of other collections that read controller files like the builtin ones do.
 _ALIASES = {"ansible.posix.patch": "patch", "ansible.posix.synchronize": "synchronize"}
 BLOCK_KEYS = ("block", "rescue", "always")
+# Task keywords whose values are Jinja expressions without braces.
+CONDITIONS = ("when", "changed_when", "failed_when", "until")
 TASK_INCLUDES = frozenset({"include_tasks", "import_tasks"})
 ROLE_INCLUDES = frozenset({"include_role", "import_role"})
 # Modules that read a controller file named by ``src``, and the role folder searched first.

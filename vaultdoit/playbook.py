@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from vaultdoit import inputs
 from vaultdoit.ansible_paths import COLLECTION_FILES, PLUGIN_FOLDERS, SYNTHETIC, AnsibleSettings, Collections
-from vaultdoit.ansible_syntax import (BLOCK_KEYS, EXTRA, JINJA_FQCN, LOOKUP, LOOP_LOOKUPS, MAGIC, QUOTED,
-                                      ROLE_INCLUDES, SRC_FOLDER, TASK_INCLUDES, first_argument, has_jinja,
+from vaultdoit.ansible_syntax import (BLOCK_KEYS, CONDITIONS, EXTRA, JINJA_FQCN, LOOKUP, LOOP_LOOKUPS, MAGIC,
+                                      QUOTED, ROLE_INCLUDES, SRC_FOLDER, TASK_INCLUDES, first_argument, has_jinja,
                                       literal_folder, pick, remote_source, role_name, script_path, split_fqcr,
                                       str_list, strings, task_action, task_modules)
 from vaultdoit.errors import PlaybookError
@@ -333,7 +333,11 @@ class _Walker:
         """Lookups of files and collection plugins named inside Jinja expressions."""
         if value is None:
             return
-        for text in strings(value):
+        texts = list(strings(value))
+        if isinstance(value, dict):  # conditions are Jinja expressions written without braces
+            texts += ["{{ " + text + " }}" for key in CONDITIONS for text in str_list(value.get(key))
+                      if not has_jinja(text)]
+        for text in texts:
             if not has_jinja(text):
                 continue
             for match in LOOKUP.finditer(text):
@@ -599,8 +603,8 @@ class _Walker:
                 self._use_collection(coll)
             if meta_file is not None:
                 self._role_dependencies(meta_file, meta, role_dir, inner)
-        self._role_entry(name, role_dir, "tasks", tasks_from, referrer, inner)
-        self._role_entry(name, role_dir, "handlers", handlers_from, referrer,
+        self._role_entry(name, role_dir, "tasks", tasks_from, referrer, line, inner)
+        self._role_entry(name, role_dir, "handlers", handlers_from, referrer, line,
                          replace(inner, handlers=True))
 
     def _find_role(self, name: str, referrer: Path, line: int, where: _Where,
@@ -667,7 +671,7 @@ class _Walker:
         for index, dep in enumerate(deps):
             self._role(role_name(dep), meta_file, line_of(deps, index), where, basedir=role_dir.parent)
 
-    def _role_entry(self, name: str, role_dir: Path, folder: str, entry: Any, referrer: Path,
+    def _role_entry(self, name: str, role_dir: Path, folder: str, entry: Any, referrer: Path, line: int,
                     where: _Where) -> None:
         """Parse a role's ``tasks``/``handlers`` entry file (main, or ``*_from``)."""
         keyword = f"{folder}_from"
@@ -677,7 +681,7 @@ class _Walker:
                                     hint=f"write {keyword}: <file>")
             entry = self._expand_magic(entry.strip(), where)
             if has_jinja(entry):  # the folder is already in: it is part of the role
-                self._depend_on_folder(keyword, entry, referrer, 0, where,
+                self._depend_on_folder(keyword, entry, referrer, line, where,
                                        lambda rel: [_join(role_dir, folder, rel)])
                 return
         tried = _main_file(role_dir / folder, entry)
