@@ -177,20 +177,42 @@ class _Walker:
         return self._parsed[path]
 
     def _first_visit(self, path: Path, where: _Where | None) -> bool:
-        """Record ``path``; False when it was already followed (this also stops include cycles)."""
+        """Record ``path``; False when it was already followed (this also stops include cycles).
+
+        The roles that pulled a role in do not count here: they only add their own
+        folders to the search for templates and files, and those folders are inputs
+        already. Following a role's files once per chain of dependants would cost
+        the square of the chain's length.
+        """
         self.files.add(path)
-        key = (path, where)
+        key = (path, replace(where, parents=()) if where is not None else None)
         if key in self._visited:
             return False
         self._visited.add(key)
         return True
 
     def _tree(self, folder: Path, *, recursive: bool = True) -> list[Path]:
-        """The files of ``folder``, walked once per closure however often it is named."""
+        """The files of ``folder``, walked once per closure however often it is named.
+
+        A folder inside one already walked (a role's ``files/static/``) is taken from
+        that walk when it lists any of its files.
+        """
         key = (folder, recursive)
         if key not in self._trees:
-            self._trees[key] = inputs.tree(folder, recursive=recursive, skip=_skipped)
+            found = self._from_walked(folder) if recursive else None
+            self._trees[key] = found or inputs.tree(folder, recursive=recursive, skip=_skipped)
         return self._trees[key]
+
+    def _from_walked(self, folder: Path) -> list[Path] | None:
+        text = str(folder)
+        for (walked, recursive), files in self._trees.items():
+            if recursive and text.startswith(str(walked) + os.sep):
+                rel = text[len(str(walked)) + 1:]
+                if any(_skipped(part) for part in rel.split(os.sep)):
+                    return None  # named explicitly, though the walk above left it out
+                prefix = text + os.sep
+                return [path for path in files if str(path).startswith(prefix)]
+        return None
 
     def _add(self, path: Path) -> None:
         """A file, or every file in a folder; nothing when it does not exist."""
