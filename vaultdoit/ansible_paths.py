@@ -116,8 +116,9 @@ class AnsibleSettings:
         return [self.home() / "collections", Path("/usr/share/ansible/collections")]
 
     def configured_in_cfg(self) -> list[Path]:
-        """Collection roots the project's ansible.cfg names (where a fix should install to)."""
-        if self.cfg is None:
+        """Collection roots the project's ansible.cfg names and Ansible will use (where to install)."""
+        if self.cfg is None or any(name in self.env for name in ("ANSIBLE_COLLECTIONS_PATH",
+                                                                 "ANSIBLE_COLLECTIONS_PATHS")):
             return []
         for key in ("collections_path", "collections_paths"):
             value = self._parser.get("defaults", key, fallback=None)
