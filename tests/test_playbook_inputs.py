@@ -138,21 +138,17 @@ def test_collections_path_from_ansible_cfg() -> None:
 
 
 def test_default_user_collections_are_searched(tmp_path: Path) -> None:
-    shutil.copytree(COLL, tmp_path / "p")
+    # Nothing configured: ansible-core's default user folder (~/.ansible/collections) is used.
     home = tmp_path / "home"
-    (home / ".ansible").mkdir(parents=True)
-    shutil.move(tmp_path / "p" / "env_collections", home / ".ansible" / "collections")
-    (tmp_path / "p" / "play" / "ansible.cfg").unlink()
-    closure = playbook_closure(tmp_path / "p" / "play" / "site.yml",
-                               env={"HOME": str(home), "ANSIBLE_COLLECTIONS_PATH": f"{home / '.ansible' / 'collections'}:"
-                                                                                   f"{tmp_path / 'p' / 'cfg_collections'}"})
-    assert home / ".ansible/collections/ansible_collections/acme/env/roles/agent/tasks/main.yml" in closure.files
-    # and with nothing configured at all, ansible-core's default user folder is used
-    (tmp_path / "q").mkdir()
-    (tmp_path / "q" / "site.yml").write_text("- hosts: all\n  roles: [acme.env.agent]\n")
-    closure = playbook_closure(tmp_path / "q" / "site.yml", env={"HOME": str(home)})
-    assert rel(closure, tmp_path) == {"q/site.yml", "home/.ansible/collections/ansible_collections/acme/env/galaxy.yml",
-                                      "home/.ansible/collections/ansible_collections/acme/env/roles/agent/tasks/main.yml"}
+    installed = home / ".ansible" / "collections"
+    shutil.copytree(COLL / "env_collections", installed)
+    (tmp_path / "site.yml").write_text("- hosts: all\n  roles: [acme.env.agent]\n")
+    closure = playbook_closure(tmp_path / "site.yml", env={"HOME": str(home)})
+    assert rel(closure, tmp_path) == {
+        "site.yml",
+        "home/.ansible/collections/ansible_collections/acme/env/galaxy.yml",
+        "home/.ansible/collections/ansible_collections/acme/env/roles/agent/tasks/main.yml",
+    }
 
 
 def test_a_collection_beside_the_playbook_wins_over_configured_roots(tmp_path: Path) -> None:
@@ -237,7 +233,8 @@ def test_named_inputs_must_exist(argument: str, message: str) -> None:
     missing = FIXTURES / "other_inputs" / "nope.yml"
     value: object = missing if argument == "galaxy_file" else [missing]
     with pytest.raises(VaultError) as info:
-        playbook_closure(FIXTURES / "other_inputs" / "site.yml", env=NO_ENV, **{argument: value})  # type: ignore[arg-type]
+        playbook_closure(FIXTURES / "other_inputs" / "site.yml", env=NO_ENV,
+                         **{argument: value})  # type: ignore[arg-type]
     assert info.value.message == message
     assert info.value.file == str(missing)
 

@@ -118,7 +118,7 @@ TASK_INCLUDES = frozenset({"include_tasks", "import_tasks"})
 ROLE_INCLUDES = frozenset({"include_role", "import_role"})
 # Modules that read a controller file named by ``src``, and the role folder searched first.
 SRC_FOLDER = {"template": "templates", "copy": "files", "script": "files", "unarchive": "files",
-               "patch": "files", "assemble": "files", "synchronize": "files"}
+              "patch": "files", "assemble": "files", "synchronize": "files"}
 _ACTIONS = TASK_INCLUDES | ROLE_INCLUDES | {"include_vars"} | frozenset(SRC_FOLDER)
 # lookup('file', <term>, ...): the start of a lookup whose first term names a file.
 LOOKUP = re.compile(r"""\b(?:lookup|query|q)\(\s*(['"])(?:ansible\.builtin\.)?(file|template|fileglob)\1\s*,\s*""")
@@ -126,7 +126,6 @@ QUOTED = re.compile(r"""(['"])([^'"]*)\1""")
 LOOP_LOOKUPS = {"with_file": "file", "with_template": "template", "with_fileglob": "fileglob"}
 # ns.coll.name inside a Jinja expression: a filter, test or lookup of a collection.
 JINJA_FQCN = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\.([A-Za-z_]\w*)\.[A-Za-z_]\w*")
-
 
 
 def short_name(key: Any) -> str:
