@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,28 +59,53 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def tree(folder: Path) -> list[Path]:
-    """Every regular file under ``folder`` (symlinks followed; a link loop is an error)."""
+def tree(folder: Path, *, recursive: bool = True, skip: Callable[[str], bool] | None = None) -> list[Path]:
+    """Every regular file under ``folder`` (symlinks followed; a link loop is an error).
+
+    ``recursive=False`` lists only the files directly in it; names for which ``skip``
+    is true (files or folders) are left out. Two links to one folder: it is read once.
+    """
     found: list[Path] = []
-    seen = {os.path.realpath(folder)}
-    for dirpath, dirs, names in os.walk(folder, followlinks=True):
-        here = Path(os.path.realpath(dirpath))
-        kept = []
-        for name in sorted(dirs):
-            real = os.path.realpath(os.path.join(dirpath, name))
-            if inside(here, Path(real)):  # leads back to this folder or above it
-                raise GraphError("symlink loop: this folder leads back into itself",
-                                 file=os.path.join(dirpath, name), hint="remove the link or point it elsewhere")
-            if real not in seen:  # two links to one folder: read it once
-                seen.add(real)
-                kept.append(name)
-        dirs[:] = kept
-        for name in names:
-            path = os.path.join(dirpath, name)
-            if os.path.isfile(path):
-                found.append(Path(path))
-            elif os.path.islink(path):
-                _check_link(Path(path))
+    top = os.stat(folder)
+    seen = {(top.st_dev, top.st_ino)}
+    # Each folder to read with the identities of the folders above it (a link to one is a loop).
+    stack: list[tuple[str, frozenset[tuple[int, int]], int]] = [
+        (os.fspath(folder), frozenset(seen), top.st_dev)]
+    while stack:
+        dirpath, above, device = stack.pop()
+        try:
+            entries = list(os.scandir(dirpath))
+        except OSError:
+            continue  # unreadable: nothing Ansible or Packer could read either
+        for entry in entries:
+            if skip is not None and skip(entry.name):
+                continue
+            link = entry.is_symlink()
+            try:  # both follow links; without one the type comes from readdir, no stat needed
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if not recursive:
+                    continue
+                if link:
+                    info = os.stat(entry.path)
+                    ident = (info.st_dev, info.st_ino)
+                    # Back to a folder this walk came through, or above this one on disk.
+                    if ident in above or inside(Path(os.path.realpath(dirpath)),
+                                                Path(os.path.realpath(entry.path))):
+                        raise GraphError("symlink loop: this folder leads back into itself", file=entry.path,
+                                         hint="remove the link or point it elsewhere")
+                else:
+                    ident = (device, entry.inode())
+                if ident not in seen:
+                    seen.add(ident)
+                    stack.append((entry.path, above | {ident}, ident[0]))
+            elif is_file:
+                found.append(Path(entry.path))
+            elif link:
+                _check_link(Path(entry.path))
     return sorted(found)
 
 
