@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+from vaultdoit.accel import ProbeSpec
 from vaultdoit.keys import relpath
 from vaultdoit.model import Stage
 from vaultdoit.plan import Project
+from vaultdoit.watchdog import qemuarg_values
 
 
 def log(project: Project, name: str) -> Path:
@@ -38,3 +42,29 @@ def rel(project: Project, path: Path) -> str:
 
 def rels(project: Project, paths: Iterable[Path]) -> list[str]:
     return [rel(project, p) for p in paths]
+
+
+def probe_spec(project: Project, kernels: tuple[Path, ...] = ()) -> ProbeSpec:
+    """What the accelerator probe may boot (``kernels``, then every stage's kernel) and where it keeps its verdict."""
+    cfg = project.config
+    found = list(kernels)
+    for stage in project.stages:
+        if stage.source is not None:
+            found += [cfg.root / value for value in qemuarg_values(stage.source.attrs, "-kernel")]
+        # A bootstrapped base's kernel and initrd: the kernel comes first.
+        found += list(stage.extra_outputs[:1])
+    return ProbeSpec(kernels=tuple(dict.fromkeys(Path(os.path.normpath(p)) for p in found)),
+                     cache_dir=cfg.cache_dir / "probe")
+
+
+def stall_timeout(project: Project, stage: str | None = None) -> float:
+    """The ``stall_timeout`` setting for ``stage`` (or the project): seconds, 0 = automatic."""
+    cfg = project.config
+    value: Any = None
+    per_stage: Any = getattr(cfg, "stages", None)
+    if stage is not None and isinstance(per_stage, Mapping):
+        entry = per_stage.get(stage)
+        value = entry.get("stall_timeout") if isinstance(entry, Mapping) else getattr(entry, "stall_timeout", None)
+    if not value:
+        value = getattr(cfg, "stall_timeout", 0)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 0.0
