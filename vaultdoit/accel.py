@@ -304,8 +304,11 @@ def _announce(verdict: Verdict, cached: Path | None) -> None:
     sys.stderr.flush()
 
 
-def verdict(setting: str = "auto", probe: ProbeSpec | None = None) -> Verdict:
-    """Resolve the ``accelerator`` setting to a Verdict; ``auto`` probes once per host boot."""
+def verdict(setting: str = "auto", probe: ProbeSpec | None = None, *, announce: bool = True) -> Verdict:
+    """Resolve the ``accelerator`` setting to a Verdict; ``auto`` probes once per host boot.
+
+    With ``announce``, a fall-back to TCG is explained in one line on stderr (once per process).
+    """
     if setting not in VALID:
         raise ConfigError(f"accelerator must be one of {', '.join(VALID)}, not {setting!r}",
                           file="vault.toml", hint='set accelerator = "auto"')
@@ -323,7 +326,8 @@ def verdict(setting: str = "auto", probe: ProbeSpec | None = None) -> Verdict:
                 if path and found.lasting:
                     _save(path, key, found)
             _verdicts[spec.cache_dir] = found
-            _announce(found, path)
+        if announce:
+            _announce(found, spec.cache_dir / VERDICT_FILE if spec.cache_dir else None)
     return found
 
 
