@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -213,14 +214,14 @@ def test_a_stage_whose_vm_never_boots_is_stopped_and_the_previous_image_kept(pro
     monkeypatch.setenv("FAKE_PACKER_PLAN", str(tmp_path / "plan.json"))
     monkeypatch.setenv("FAKE_PACKER_LOG", str(tmp_path / "packer.log"))
     stage = project.stage("base")
-    func, args, kwargs = stage_task(project, stage)["actions"][0]
-    assert kwargs["stall_timeout"] == 0.0  # automatic unless vault.toml says otherwise
-    assert func(*args, **kwargs) is None  # a first, good build
+    func, (build,) = stage_task(project, stage)["actions"][0]
+    assert build.stall_timeout == 0.0  # automatic unless vault.toml says otherwise
+    assert func(build) is None  # a first, good build
     before = stage.output.read_bytes()
 
     monkeypatch.setenv("FAKE_PACKER_STALL", "base")
     start = time.monotonic()
-    failed = func(*args, **{**kwargs, "stall_timeout": 2})
+    failed = func(replace(build, stall_timeout=2))
     elapsed = time.monotonic() - start
     assert isinstance(failed, TaskFailed)
     assert str(failed.message).startswith(
