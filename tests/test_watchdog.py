@@ -69,20 +69,26 @@ def test_automatic_timeouts_leave_installers_time():
     assert watchdog.timeout_for(45, 300) == 45
 
 
-def test_stall_timeout_setting_is_read_per_stage_then_project():
-    from types import SimpleNamespace
+def test_stall_timeout_setting_is_read_per_stage_then_project(tmp_path: Path):
+    """vault.toml's stall_timeout reaches each stage's build and the boot test."""
+    from vaultdoit.plan import load_project
+    from vaultdoit.tasks.final import verify_task
+    from vaultdoit.tasks.stages import stage_build
 
-    from vaultdoit.tasks.common import stall_timeout
-
-    def project(**cfg: object) -> SimpleNamespace:
-        return SimpleNamespace(config=SimpleNamespace(**cfg))
-
-    assert stall_timeout(project(), "drivers") == 0.0  # settings this version does not know: automatic
-    assert stall_timeout(project(stall_timeout=120), "drivers") == 120.0
-    stages = {"drivers": SimpleNamespace(stall_timeout=600), "final": {"stall_timeout": 0}}
-    assert stall_timeout(project(stall_timeout=120, stages=stages), "drivers") == 600.0
-    assert stall_timeout(project(stall_timeout=120, stages=stages), "final") == 120.0
-    assert stall_timeout(project(stall_timeout=120, stages=stages)) == 120.0
+    root = tmp_path / "project"
+    for name in ("packer", "ansible", "python"):
+        shutil.copytree(REPO / name, root / name)
+    text = (REPO / "vault.toml").read_text()
+    (root / "vault.toml").write_text(text.replace('accelerator = "auto"', 'accelerator = "auto"\nstall_timeout = 120')
+                                     + "\n[profiles.mini.stages.drivers]\nstall_timeout = 600\n")
+    project = load_project(root)
+    assert stage_build(project, project.stage("drivers")).stall_timeout == 600.0
+    assert stage_build(project, project.stage("final")).stall_timeout == 120.0
+    spec = verify_task(project)["actions"][0][1][0]
+    assert spec.stall_timeout == 120.0 and spec.stall_seconds() == 120.0
+    (root / "vault.toml").write_text(text)
+    project = load_project(root)
+    assert stage_build(project, project.stage("drivers")).stall_timeout == 0.0  # automatic: 300 s for mini
 
 
 # --- the rule ------------------------------------------------------------------------------

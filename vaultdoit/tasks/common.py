@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from vaultdoit.accel import ProbeSpec
 from vaultdoit.keys import relpath
@@ -58,13 +57,7 @@ def probe_spec(project: Project, kernels: tuple[Path, ...] = ()) -> ProbeSpec:
 
 
 def stall_timeout(project: Project, stage: str | None = None) -> float:
-    """The ``stall_timeout`` setting for ``stage`` (or the project): seconds, 0 = automatic."""
+    """``stall_timeout`` for ``stage`` (its ``[stages.<name>]`` value, else the project's); 0 = automatic."""
     cfg = project.config
-    value: Any = None
-    per_stage: Any = getattr(cfg, "stages", None)
-    if stage is not None and isinstance(per_stage, Mapping):
-        entry = per_stage.get(stage)
-        value = entry.get("stall_timeout") if isinstance(entry, Mapping) else getattr(entry, "stall_timeout", None)
-    if not value:
-        value = getattr(cfg, "stall_timeout", 0)
-    return float(value) if isinstance(value, (int, float)) and value > 0 else 0.0
+    value = cfg.stage_config(stage).stall_timeout if stage is not None else cfg.stall_timeout
+    return float(value or 0.0)
