@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
-from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc
+from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, watchdog
 from vaultdoit.errors import VaultError
 from vaultdoit.model import AptRoute, Stage, StageBuild
 
@@ -113,7 +113,7 @@ def _packer(build: StageBuild) -> None:
     stage, root = build.stage, build.root
     assert stage.source is not None and stage.packer is not None
     packer_cfg = stage.packer
-    accel_name = accel.choose(build.accelerator)
+    accel_name = accel.choose(build.accelerator, build.probe)
     shim = packer.needs_backing_format_shim(packer.packer_version(), packer.qemu_img_version())
     merged_cfg = ansible_cfg_mod.write(build.ansible_cfg, root / "cache" / "facts" / stage.name,
                                        build.state_dir / "ansible" / f"{stage.name}.cfg")
@@ -138,9 +138,16 @@ def _packer(build: StageBuild) -> None:
     argv = packer.build_argv(packer_cfg, stage.source.only, runtime, build.var_files)
     build.logfile.parent.mkdir(parents=True, exist_ok=True)
     build.logfile.write_text("")  # one log per build: the last one is what a failure shows
+    attrs = stage.source.attrs
+    # No console output, Packer output or disk writes for this long: the VM is stuck.
+    dog = watchdog.Watchdog(
+        label=f"stage:{stage.name}",
+        timeout=watchdog.timeout_for(build.stall_timeout, watchdog.automatic_timeout(attrs)),
+        console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
+        accelerator=accel_name, root=root)
     note(f"building stage {stage.name} with packer ({accel_name}); log: {build.logfile}")
     packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
-                       logfile=build.logfile)
+                       logfile=build.logfile, watch=dog, watch_interval=dog.interval)
 
 
 @task_action

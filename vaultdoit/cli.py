@@ -191,6 +191,28 @@ def repair(obj: dict[str, object]) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def doctor(obj: dict[str, object], as_json: bool) -> None:
+    """Check this host: tools, accelerator, disk space, write permissions, the APT proxy's port.
+
+    Exits 1 when a build cannot work here.
+    """
+    from vaultdoit import doctor as doctor_mod
+    from vaultdoit.errors import ConfigError
+
+    with exit_on_error(bool(obj["debug"])):
+        try:
+            root: Path | None = _root(obj["directory"])  # type: ignore[arg-type]
+        except ConfigError:
+            root = None  # the host checks still run
+        checks = doctor_mod.run(doctor_mod.context(root, obj["profile"]))  # type: ignore[arg-type]
+        click.echo(doctor_mod.to_json(checks) if as_json else doctor_mod.render(checks))
+    if doctor_mod.failed(checks):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing dodo.py.")
 def init(directory: Path, force: bool) -> None:

@@ -130,6 +130,7 @@ class StageBuild:
     accelerator: str = "auto"
     ansible_cfg: Path | None = None
     stall_timeout: float = 0.0  # 0: the stage decides
+    probe: Any = None  # vaultdoit.accel.ProbeSpec: the kernels the accelerator probe may boot
     # Bootstrapped stages only: the bootstrap's own spec (vaultdoit.bootstrap.BootstrapSpec).
     bootstrap: Any = None
     workdir: Path | None = None

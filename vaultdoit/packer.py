@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,8 @@ def recover(state_dir: Path, stage: Stage) -> None:
 
 
 def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env: Mapping[str, str],
-                cwd: Path, state_dir: Path, logfile: Path) -> None:
+                cwd: Path, state_dir: Path, logfile: Path, watch: Callable[[], str | None] | None = None,
+                watch_interval: float = 5.0) -> None:
     """Run Packer for ``stage`` so that its image appears complete or not at all.
 
     Packer writes into the template's output_directory and refuses an existing
@@ -149,6 +150,7 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     the build fails or is interrupted. A marker file covers a hard kill: the
     next run sees it, restores the previous image and rebuilds. ``backing`` is
     what the new image must be an overlay on (the parent's image or a root image).
+    ``watch`` (the stall watchdog) is called every ``watch_interval`` s while Packer runs.
     """
     folder = stage.output.parent
     if not owned.is_ours(folder, cwd):
@@ -164,7 +166,7 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
         os.replace(folder, prev)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
-        proc.run(argv, logfile=logfile, env=env, cwd=cwd, echo=True)
+        proc.run(argv, logfile=logfile, env=env, cwd=cwd, echo=True, watch=watch, watch_interval=watch_interval)
         # `-only` matching nothing exits 0 having built nothing: check the artifact.
         qemu_img.check_stage(stage.output, backing)
         if backing is not None:

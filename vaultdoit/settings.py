@@ -150,7 +150,8 @@ SETTINGS: tuple[Setting, ...] = (
             "one table per pipeline; each overrides the top-level settings key by key (see below)",
             table=PROJECT, default_doc="—"),
     Setting("accelerator", PROJECT, STRING, "auto",
-            "`auto` (KVM if a probe VM starts, else TCG), `kvm`, `tcg`",
+            "`auto` (KVM if a Linux kernel boots under it to its console, checked once per host boot and "
+            "kept in `cache/probe/accel.json`; else TCG, with one line saying why), `kvm`, `tcg`",
             check=one_of(*ACCELERATORS), hint='use accelerator = "auto", "kvm" or "tcg"'),
     Setting("packer_dir", PROJECT, STRING, None,
             "folder of `*.pkr.hcl` loaded as one Packer configuration",
@@ -194,8 +195,10 @@ SETTINGS: tuple[Setting, ...] = (
             f"[Paths](#paths)); also `{ALLOWED_PATHS_ENV}` (`:`-separated absolute paths)",
             check=NON_EMPTY, path=FOLDER, example='allowed_paths = ["/srv/images"]'),
     Setting("stall_timeout", PROJECT, SECONDS, 0.0,
-            "seconds without console output or SSH progress before a stage's VM is stopped; "
-            "`0`: each stage decides (an installer may print nothing for minutes)",
+            "seconds without console output, Packer output (other than \"Waiting for SSH\"), disk writes "
+            "or SSH progress before a stage's or the boot test's VM is stopped; `0`: automatic, 300 for a "
+            "kernel booted directly, 900 for a disk image with its own boot loader, 1800 for an ISO installer "
+            "(which may print nothing for minutes)",
             check=at_least(0), hint="use 0 (automatic) or a number of seconds"),
     Setting("final", PROJECT, TABLE, None, "how the final image is made (see below)", table=FINAL),
     Setting("verify", PROJECT, TABLE, None, "the boot test of the final image (see below)", table=VERIFY),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from vaultdoit.accel import ProbeSpec
 from vaultdoit.keys import relpath
 from vaultdoit.model import Stage
 from vaultdoit.plan import Project
+from vaultdoit.watchdog import qemuarg_values
 
 
 def log(project: Project, name: str) -> Path:
@@ -38,3 +41,23 @@ def rel(project: Project, path: Path) -> str:
 
 def rels(project: Project, paths: Iterable[Path]) -> list[str]:
     return [rel(project, p) for p in paths]
+
+
+def probe_spec(project: Project, kernels: tuple[Path, ...] = ()) -> ProbeSpec:
+    """What the accelerator probe may boot (``kernels``, then every stage's kernel) and where it keeps its verdict."""
+    cfg = project.config
+    found = list(kernels)
+    for stage in project.stages:
+        if stage.source is not None:
+            found += [cfg.root / value for value in qemuarg_values(stage.source.attrs, "-kernel")]
+        # A bootstrapped base's kernel and initrd: the kernel comes first.
+        found += list(stage.extra_outputs[:1])
+    return ProbeSpec(kernels=tuple(dict.fromkeys(Path(os.path.normpath(p)) for p in found)),
+                     cache_dir=cfg.cache_dir / "probe")
+
+
+def stall_timeout(project: Project, stage: str | None = None) -> float:
+    """``stall_timeout`` for ``stage`` (its ``[stages.<name>]`` value, else the project's); 0 = automatic."""
+    cfg = project.config
+    value = cfg.stage_config(stage).stall_timeout if stage is not None else cfg.stall_timeout
+    return float(value or 0.0)

@@ -10,7 +10,7 @@ from typing import Any
 from vaultdoit import actions
 from vaultdoit.plan import Project
 from vaultdoit.final import manifest_path
-from vaultdoit.tasks.common import log, rel, rels, reports
+from vaultdoit.tasks.common import log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
 
 
@@ -74,6 +74,8 @@ def verify_task(project: Project) -> dict[str, Any]:
         checks=cfg.verify.checks,
         boot_timeout=cfg.verify.boot_timeout,
         log_dir=cfg.logs_dir / (cfg.profile or "") / "verify",
+        probe=probe_spec(project, (out.with_suffix(".vmlinuz"),) if kernel else ()),
+        stall_timeout=stall_timeout(project),
     )
     report = cfg.root / "build" / "reports" / f"verify-{cfg.image_name}.json"
     return {

@@ -10,7 +10,7 @@ from vaultdoit import actions
 from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project
 from vaultdoit.model import Stage, StageBuild
-from vaultdoit.tasks.common import digests, log, rel, rels
+from vaultdoit.tasks.common import digests, log, probe_spec, rel, rels, stall_timeout
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -23,7 +23,7 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
     if stage.kind == "packer":
         return replace(build, var_files=cfg.var_files, variables=dict(cfg.variables),
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
-                       stall_timeout=cfg.stage_config(stage.name).stall_timeout or 0.0)
+                       stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project))
     return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=cfg.build_dir / "tmp")
 
 
