@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import os
@@ -508,8 +509,12 @@ def _describe(volume: Volume) -> str:
 
 def scan(image: Path, secrets: Secrets, *, tmpdir: Path | None = None) -> Report:
     """Scan ``image`` (qcow2, raw, or any format qemu-img reads) for leaks of the build."""
-    if not image.is_file():
-        raise ScanError("no such image", file=image, hint="give the path of a qcow2 or raw image")
+    try:
+        with image.open("rb"):
+            pass
+    except OSError as exc:
+        raise ScanError(f"cannot read the image: {exc.strerror}", file=image,
+                        hint="give the path of a qcow2 or raw image you can read") from None
     start = time.monotonic()
     report = Report(image=image)
     try:
@@ -522,7 +527,7 @@ def scan(image: Path, secrets: Secrets, *, tmpdir: Path | None = None) -> Report
     try:
         raw = _raw_copy(image, scratch)
         for number, volume in enumerate(volumes(raw)):
-            where = f"{image.name}{' ' + volume.name if volume.name else ''}"
+            where = f"{image}{' ' + volume.name if volume.name else ''}"
             if volume.type is None and volume.part_type.upper() == BIOS_BOOT:
                 report.notes.append(f"{where}: BIOS boot partition (boot loader code, no files): skipped")
                 continue
@@ -545,8 +550,9 @@ def scan(image: Path, secrets: Secrets, *, tmpdir: Path | None = None) -> Report
             package_keys += result.package_keys
             shutil.rmtree(dest)
     except OSError as exc:
-        raise ScanError(f"scan failed: {exc.strerror}: {exc.filename}", file=image,
-                        hint="pass --tmpdir on a disk with room for the image's used size twice") from None
+        hint = "pass --tmpdir on a disk with room for the image's used size twice" \
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "run the scan as root"
+        raise ScanError(f"scan failed: {exc.strerror}: {exc.filename}", file=image, hint=hint) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if unjudged:
