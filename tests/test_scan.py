@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vaultdoit import scan
+from vaultdoit import leaks, scan
 from vaultdoit.cli import cli
 
 pytestmark = [
@@ -30,9 +30,9 @@ PORT = 3199
 GPT_LINUX, GPT_ESP = "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 
 
-def keygen(path: Path) -> scan.PublicKey:
+def keygen(path: Path) -> leaks.PublicKey:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
-    return scan.read_public_key(path.with_name(path.name + ".pub"))
+    return leaks.read_public_key(path.with_name(path.name + ".pub"))
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def keys(tmp_path_factory) -> dict[str, object]:
 
 
 @pytest.fixture
-def secrets(keys) -> scan.Secrets:
-    return scan.Secrets(build_keys=(keys["build"],), access_keys=(keys["access"],),
-                        proxies=scan.proxy_addresses("auto", PORT, "10.0.2.2"))
+def secrets(keys) -> leaks.Secrets:
+    return leaks.Secrets(build_keys=(keys["build"],), access_keys=(keys["access"],),
+                        proxies=leaks.proxy_addresses("auto", PORT, "10.0.2.2"))
 
 
 def write(root: Path, path: str, data: str | bytes, mode: int = 0o644) -> Path:
@@ -62,7 +62,7 @@ def write(root: Path, path: str, data: str | bytes, mode: int = 0o644) -> Path:
 def clean_tree(root: Path, keys) -> Path:
     """A small image as the cleanup leaves it: locked accounts, only the access key, empty
     login records, an empty journal folder, a host key (made on first boot, allowed)."""
-    access: scan.PublicKey = keys["access"]
+    access: leaks.PublicKey = keys["access"]
     write(root, "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\nvault:x:1000:1000::/home/vault:/bin/bash\n")
     write(root, "/etc/shadow", "root:!*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n"
                                "vault:!:20000:0:99999:7:::\n", 0o640)
@@ -197,7 +197,7 @@ def test_without_project_values_only_generic_checks(tmp_path: Path, keys):
     tree = clean_tree(tmp_path / "root", keys)
     write(tree, "/etc/motd", f"{keys['build'].blob}\nhttp://10.0.2.2:{PORT}\n")
     write(tree, "/var/log/wtmp", _record())
-    report = scan.scan(ext4(tree, tmp_path / "g.raw"), scan.Secrets(), tmpdir=tmp_path)
+    report = scan.scan(ext4(tree, tmp_path / "g.raw"), leaks.Secrets(), tmpdir=tmp_path)
     assert findings(report) == {"/var/log/wtmp: 1 login record"}
     assert any("1 authorized key not judged" in n for n in report.notes), report.notes
 
@@ -373,11 +373,11 @@ def test_scan_as_an_unprivileged_user_reads_unreadable_modes(tmp_path: Path, key
 
 def test_public_key_forms(keys):
     blob = keys["other"].blob
-    key = scan.parse_key_line(f'command="x",no-pty ssh-ed25519 {blob} some comment')
+    key = leaks.parse_key_line(f'command="x",no-pty ssh-ed25519 {blob} some comment')
     assert key is not None and key.type == "ssh-ed25519" and key.comment == "some comment"
     fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(keys["folder"] / "other_ed25519.pub")],
                                  capture_output=True, text=True, check=True).stdout.split()[1]
     assert key.sha256 == fingerprint
-    assert scan.parse_key_line("# comment") is None and scan.parse_key_line("not a key") is None
-    assert scan.proxy_addresses("http://cache.lan:3128", 3142, "10.0.2.2") == (
+    assert leaks.parse_key_line("# comment") is None and leaks.parse_key_line("not a key") is None
+    assert leaks.proxy_addresses("http://cache.lan:3128", 3142, "10.0.2.2") == (
         "10.0.2.2:3142", "127.0.0.1:3142", "cache.lan:3128")

@@ -177,36 +177,6 @@ def init(directory: Path, force: bool) -> None:
 # --- vaultdoit scan: the offline leak scan of an image (vaultdoit/scan.py) ---------------------
 
 
-def _scan_secrets(obj: dict[str, object], build_keys: tuple[Path, ...], access_keys: tuple[Path, ...],
-                  proxies: tuple[str, ...], no_project: bool) -> tuple[object, list[str]]:
-    """What to look for: the project's build key, access key and APT proxy, plus the options'."""
-    from vaultdoit import config, scan
-    from vaultdoit.apt_proxy import GUEST_HOST
-    from vaultdoit.errors import ConfigError
-    from vaultdoit.plan import pubkey
-
-    notes: list[str] = []
-    build = [scan.read_public_key(p) for p in build_keys]
-    access = [scan.read_public_key(p) for p in access_keys]
-    found = list(proxies)
-    cfg = None
-    if not no_project:
-        try:
-            cfg = config.load(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
-        except ConfigError:
-            if obj["directory"] or obj["profile"]:
-                raise
-            notes.append("no project here: generic checks only (or give --build-key, --access-key, --proxy)")
-    if cfg is not None:
-        for key, into in ((cfg.build_key, build), (cfg.access_key, access)):
-            if pubkey(key).is_file():
-                into.append(scan.read_public_key(pubkey(key)))
-            else:
-                notes.append(f"{pubkey(key)} does not exist: not looked for")
-        found += scan.proxy_addresses(cfg.apt_proxy, cfg.apt_proxy_port, GUEST_HOST)
-    return scan.Secrets(tuple(build), tuple(access), tuple(dict.fromkeys(found))), notes
-
-
 @cli.command("scan")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--build-key", "build_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -226,11 +196,21 @@ def scan_image(obj: dict[str, object], image: Path, build_keys: tuple[Path, ...]
     One line per finding (path in the image: what), then a summary. Exit 1 on
     findings, 2 when a volume cannot be read (LVM, an unknown file system).
     """
-    from vaultdoit import scan
+    from vaultdoit import config, leaks, scan
+    from vaultdoit.errors import ConfigError
 
     with exit_on_error(bool(obj["debug"])):
-        secrets, notes = _scan_secrets(obj, build_keys, access_keys, proxies, no_project)
-        assert isinstance(secrets, scan.Secrets)
+        secrets, notes = leaks.Secrets(), list[str]()
+        if not no_project:
+            try:
+                cfg = config.load(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+                secrets, notes = leaks.project_secrets(cfg)
+            except ConfigError:
+                if obj["directory"] or obj["profile"]:
+                    raise
+                notes.append("no project here: generic checks only (or give --build-key, --access-key, --proxy)")
+        secrets = secrets.plus(build=[leaks.read_public_key(p) for p in build_keys],
+                               access=[leaks.read_public_key(p) for p in access_keys], proxies=proxies)
         report = scan.scan(image, secrets, tmpdir=tmpdir)
         for line in notes + report.notes:
             click.echo(f"note: {line}", err=True)
