@@ -229,6 +229,57 @@ def init(directory: Path, force: bool) -> None:
             click.echo(f"wrote {dodo}; try `doit list`")
 
 
+# --- vaultdoit scan: the offline leak scan of an image (vaultdoit/scan.py) ---------------------
+
+
+@cli.command("scan")
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--build-key", "build_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key the build logged in with (besides the project's); repeatable.")
+@click.option("--access-key", "access_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key the image may authorize (besides the project's); repeatable.")
+@click.option("--proxy", "proxies", multiple=True, metavar="HOST:PORT",
+              help="Address of a proxy the build used (besides the project's APT proxy); repeatable.")
+@click.option("--no-project", is_flag=True, help="Ignore the project's keys and proxy: generic checks only.")
+@click.option("--tmpdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the image is unpacked while it is read (default: $TMPDIR); needs twice its used size.")
+@click.pass_obj
+def scan_image(obj: dict[str, object], image: Path, build_keys: tuple[Path, ...], access_keys: tuple[Path, ...],
+               proxies: tuple[str, ...], no_project: bool, tmpdir: Path | None) -> None:
+    """Read IMAGE offline (never booted) and fail on anything of the build in it.
+
+    One line per finding (path in the image: what), then a summary. Exit 1 on
+    findings, 2 when a volume cannot be read (LVM, an unknown file system).
+    """
+    from vaultdoit import config, leaks, scan
+    from vaultdoit.errors import ConfigError
+
+    with exit_on_error(bool(obj["debug"])):
+        secrets, notes = leaks.Secrets(), list[str]()
+        if not no_project:
+            try:
+                cfg = config.load(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+                secrets, notes = leaks.project_secrets(cfg)
+            except ConfigError:
+                if obj["directory"] or obj["profile"]:
+                    raise
+                notes.append("no project here: generic checks only (or give --build-key, --access-key, --proxy)")
+        secrets = secrets.plus(build=[leaks.read_public_key(p) for p in build_keys],
+                               access=[leaks.read_public_key(p) for p in access_keys], proxies=proxies)
+        report = scan.scan(image, secrets, tmpdir=tmpdir)
+        for line in notes + report.notes:
+            click.echo(f"note: {line}", err=True)
+        for finding in report.findings:
+            click.echo(str(finding))
+        for line in report.unreadable:
+            click.echo(f"vaultdoit: error: {line}", err=True)
+        click.echo(report.summary())
+    if report.unreadable:
+        sys.exit(EXIT_USER)
+    if report.findings:
+        sys.exit(EXIT_FAILED)
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="vaultdoit")
