@@ -7,6 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,136 @@ def packer_runs(work: Path) -> list[str]:
     names = log.read_text().split() if log.exists() else []
     log.unlink(missing_ok=True)
     return names
+
+
+# --- a normal (non-root) user for the tests that build without root ----------------------------------
+
+TEST_USER = "vaultdoit-test"  # created when the tests run as root (CI); kept for later runs
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"  # a normal user's PATH: no sbin folders
+
+
+@dataclass(frozen=True)
+class NormalUser:
+    """Who runs a build without root: the user running the tests, or (as root) a test user."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    python_bin: Path  # a virtual environment with vaultdoit that this user can run
+    switch: tuple[str, ...] = ()  # the command prefix that becomes this user ("" when it is us)
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """This process's environment as the user would have it, plus ``extra`` (PATH: sbin left out)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SSH_AUTH_SOCK", "SUDO_"))}
+        env.update(extra or {})
+        path = [p for p in env.get("PATH", USER_PATH).split(os.pathsep) if not p.rstrip("/").endswith("sbin")]
+        env.update(PATH=os.pathsep.join(path), HOME=str(self.home), USER=self.name, LOGNAME=self.name)
+        return env
+
+    def run(self, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, check: bool = True,
+            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*self.switch, *argv], cwd=cwd, env=self.env(env), capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} as {self.name} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def own(self, path: Path) -> None:
+        """Give ``path`` (recursively) to the user."""
+        if self.switch:
+            subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(path)], check=True)
+
+    def folder(self, parent: Path | None = None) -> Path:
+        """A new folder of the user's, reachable by it (pytest's own temp folders are private to root)."""
+        folder = Path(tempfile.mkdtemp(prefix="vaultdoit-user-", dir=parent))
+        folder.chmod(0o755)
+        self.own(folder)
+        return folder
+
+
+def not_owned_by(uid: int, folder: Path) -> list[str]:
+    """Everything under ``folder`` (itself included) whose owner is not ``uid``."""
+    found = []
+    for path in [folder, *folder.rglob("*")]:
+        st = path.lstat()
+        if st.st_uid != uid:
+            found.append(f"{path.relative_to(folder)} (uid {st.st_uid})")
+    return found
+
+
+def _create_user(name: str) -> None:
+    if subprocess.run(["id", "-u", name], capture_output=True).returncode == 0:
+        return
+    groups = []
+    if Path("/dev/kvm").exists():
+        import grp
+
+        try:
+            # /dev/kvm belongs to the kvm group where it exists: builds use it through that group.
+            groups = ["--groups", grp.getgrgid(Path("/dev/kvm").stat().st_gid).gr_name] \
+                if Path("/dev/kvm").stat().st_gid != 0 else []
+        except KeyError:
+            pass
+    created = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", *groups, name],
+                             capture_output=True, text=True)
+    if created.returncode != 0 and subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
+        raise AssertionError(f"useradd {name} failed: {created.stderr}")  # (another run may have made it meanwhile)
+
+
+def ensure_subordinate_ids(name: str) -> None:
+    """Give the user a range in /etc/subuid and /etc/subgid if it has none (as scripts/setup does)."""
+    files = [Path("/etc/subuid"), Path("/etc/subgid")]
+    if all(any(line.split(":")[0] == name for line in f.read_text().splitlines()) for f in files if f.exists()) \
+            and all(f.exists() for f in files):
+        return
+    subprocess.run([str(TESTS.parent / "scripts" / "setup"), "--subids-only", name], check=True,
+                   capture_output=True)
+
+
+def _usable_python(user: NormalUser) -> bool:
+    """Can the user run ``user.python_bin``'s python with vaultdoit and doit?"""
+    proc = subprocess.run([*user.switch, str(user.python_bin / "python"), "-c", "import vaultdoit, doit"],
+                          env=user.env(), cwd="/", capture_output=True)
+    return proc.returncode == 0
+
+
+def _user_venv(user: NormalUser) -> Path:
+    """A virtual environment of the user's with this checkout installed: when the test runner's own
+    lives where other users cannot go (a Python under /root), wheels made here are installed there."""
+    wheels = user.folder()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(wheels),
+                    f"{REPO}[test]"], check=True, capture_output=True)
+    user.own(wheels)
+    venv = user.home / f"venv-{os.getpid()}"
+    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "python3"
+    user.run([python, "-m", "venv", str(venv)], cwd=user.home)
+    user.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
+              "--find-links", str(wheels), "vaultdoit[test]"], cwd=user.home)
+    shutil.rmtree(wheels, ignore_errors=True)
+    return venv / "bin"
+
+
+@pytest.fixture(scope="session")
+def normal_user() -> Iterator[NormalUser]:
+    """The user who builds without root (see NormalUser)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        entry = pwd.getpwuid(os.geteuid())
+        yield NormalUser(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir), VENV_BIN)
+        return
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to run as a normal user")
+    _create_user(TEST_USER)
+    entry = pwd.getpwnam(TEST_USER)
+    switch = ("setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--")
+    user = NormalUser(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir), VENV_BIN, switch)
+    made = None
+    if not _usable_python(user):
+        made = _user_venv(user)
+        user = NormalUser(user.name, user.uid, user.gid, user.home, made, switch)
+    yield user
+    if made is not None:
+        shutil.rmtree(made.parent, ignore_errors=True)

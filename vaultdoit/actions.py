@@ -135,7 +135,9 @@ def _packer(build: StageBuild) -> None:
     if build.apt.guest_url and "apt_proxy" in packer_cfg.variables:
         # Build-time only: reaches the playbooks as an extra var, never the cache key.
         runtime["apt_proxy"] = build.apt.guest_url
-    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, build.var_files)
+    # Sensitive values go to Packer in a private var file, never on its logged command line.
+    private_file = packer.private_var_file(build.state_dir, stage)
+    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, build.var_files, private_file)
     build.logfile.parent.mkdir(parents=True, exist_ok=True)
     build.logfile.write_text("")  # one log per build: the last one is what a failure shows
     attrs = stage.source.attrs
@@ -146,8 +148,10 @@ def _packer(build: StageBuild) -> None:
         console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
         accelerator=accel_name, root=root)
     note(f"building stage {stage.name} with packer ({accel_name}); log: {build.logfile}")
-    packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
-                       logfile=build.logfile, watch=dog, watch_interval=dog.interval)
+    with packer.private_variables(private_file, packer_cfg, runtime):
+        packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
+                           logfile=build.logfile, watch=dog, watch_interval=dog.interval,
+                           secrets=packer.secret_values(packer_cfg, runtime))
 
 
 @task_action

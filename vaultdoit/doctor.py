@@ -195,7 +195,7 @@ def check_apt_port(ctx: Context) -> Check:
     if ctx.apt_proxy != "auto":
         what = "off" if ctx.apt_proxy == "off" else f"the external proxy {ctx.apt_proxy}"
         return Check(name, OK, f"not used (apt_proxy is {what})")
-    if shutil.which("apt-cacher-ng") is None:
+    if proc.which("apt-cacher-ng") is None:
         return Check(name, OK, "not used (apt-cacher-ng is not installed)")
     port = ctx.apt_proxy_port
     held = ports.holder(port)

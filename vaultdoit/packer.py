@@ -8,7 +8,8 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +101,85 @@ def environment(*, root: Path, tools_dir: Path | None, ansible_cfg: Path | None,
     return env
 
 
+def private_names(config: PackerConfig, variables: Mapping[str, Any],
+                  environ: Mapping[str, str] | None = None) -> set[str]:
+    """Variables whose values must never be on a command line, where every log shows them:
+    those declared ``sensitive``, and those that may come from ``PKR_VAR_<name>`` (credentials
+    handed over in the environment)."""
+    env = os.environ if environ is None else environ
+    return {name for name in variables if name in config.sensitive or f"PKR_VAR_{name}" in env}
+
+
+MIN_SECRET = 4  # shorter values are no credentials, and hiding them would garble every log
+
+
+def secret_values(config: PackerConfig, variables: Mapping[str, Any],
+                  environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values never to show in a log: the private variables' (see ``private_names``), the
+    sensitive variables' as the templates resolve them, and every ``PKR_VAR_*`` of the
+    environment (Packer reads those itself and may print them)."""
+    env = os.environ if environ is None else environ
+    values = [variables[name] for name in private_names(config, variables, env)]
+    values += [config.variables.get(name) for name in config.sensitive]
+    values += [value for key, value in env.items() if key.startswith("PKR_VAR_")]
+    texts = {v if isinstance(v, str) else json.dumps(v) for v in values if v is not None}
+    return sorted(t for t in texts if len(t) >= MIN_SECRET)
+
+
+def var_file_text(values: Mapping[str, Any]) -> str:
+    """A ``.pkrvars.hcl`` holding ``values`` literally (what ``-var`` would have passed)."""
+    lines = ["# Written by vaultdoit for one build and removed after it; readable by its owner only."]
+    for name, value in sorted(values.items()):
+        text = json.dumps(value)  # strings, lists, maps, numbers, booleans: JSON is HCL syntax too
+        # Var files are templates: ${ and %{ would be read as interpolations, -var takes them as text.
+        lines.append(f"{name} = {text.replace('${', '$${').replace('%{', '%%{')}")
+    return "\n".join(lines) + "\n"
+
+
+def private_var_file(state_dir: Path, stage: Stage) -> Path:
+    """Where the private variables of ``stage``'s build are written while Packer runs."""
+    return state_dir / f"{stage.name}.private.pkrvars.hcl"
+
+
 def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
-               explicit_var_files: Sequence[Path]) -> list[str]:
-    """``packer build`` of one source of a template folder."""
+               explicit_var_files: Sequence[Path], private_file: Path | None = None) -> list[str]:
+    """``packer build`` of one source of a template folder.
+
+    Private variables (``private_names``) are passed in ``private_file`` (see
+    ``write_private``), after the explicit var files so they win over them as
+    ``-var`` would; without a ``private_file`` they are left out.
+    """
+    private = private_names(config, variables)
     argv = ["packer", "build", "-color=false", "-timestamp-ui", f"-only={only}"]
     for var_file in explicit_var_files:
         argv.append(f"-var-file={var_file}")
+    if private and private_file is not None:
+        argv.append(f"-var-file={private_file}")
     for name, value in sorted(variables.items()):
+        if name in private:
+            continue
         text = value if isinstance(value, str) else json.dumps(value)
         argv += ["-var", f"{name}={text}"]
     argv.append(str(config.directory))
     return argv
+
+
+@contextmanager
+def private_variables(path: Path, config: PackerConfig, variables: Mapping[str, Any]) -> Iterator[None]:
+    """Write the private variables to ``path`` (mode 600) for the block, then remove it."""
+    values = {name: variables[name] for name in private_names(config, variables)}
+    if not values:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # left by a killed build: never reuse a file someone else may have made
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(var_file_text(values))
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _prev(folder: Path) -> Path:
@@ -142,7 +211,7 @@ def recover(state_dir: Path, stage: Stage) -> None:
 
 def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env: Mapping[str, str],
                 cwd: Path, state_dir: Path, logfile: Path, watch: Callable[[], str | None] | None = None,
-                watch_interval: float = 5.0) -> None:
+                watch_interval: float = 5.0, secrets: Sequence[str] = ()) -> None:
     """Run Packer for ``stage`` so that its image appears complete or not at all.
 
     Packer writes into the template's output_directory and refuses an existing
@@ -151,6 +220,7 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     next run sees it, restores the previous image and rebuilds. ``backing`` is
     what the new image must be an overlay on (the parent's image or a root image).
     ``watch`` (the stall watchdog) is called every ``watch_interval`` s while Packer runs.
+    ``secrets`` never reach the log or the console (see ``secret_values``).
     """
     folder = stage.output.parent
     if not owned.is_ours(folder, cwd):
@@ -166,7 +236,8 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
         os.replace(folder, prev)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
-        proc.run(argv, logfile=logfile, env=env, cwd=cwd, echo=True, watch=watch, watch_interval=watch_interval)
+        proc.run(argv, logfile=logfile, env=env, cwd=cwd, echo=True, watch=watch, watch_interval=watch_interval,
+                 secrets=secrets)
         # `-only` matching nothing exits 0 having built nothing: check the artifact.
         qemu_img.check_stage(stage.output, backing)
         if backing is not None:

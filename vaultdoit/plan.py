@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaultdoit import config as config_mod
-from vaultdoit import hcl, keys, owned, playbook
+from vaultdoit import hcl, keys, owned, playbook, proc
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
@@ -386,7 +385,7 @@ def _apt_route(cfg: ProjectConfig, packer_cfg: PackerConfig | None) -> AptRoute:
     if not uses_apt or cfg.apt_proxy == "off":
         return AptRoute()
     if cfg.apt_proxy == "auto":
-        if shutil.which("apt-cacher-ng") is None:
+        if proc.which("apt-cacher-ng") is None:  # in /usr/sbin: not on every user's PATH
             return AptRoute()
         return AptRoute(host_url=f"http://127.0.0.1:{cfg.apt_proxy_port}",
                         guest_url=f"http://{GUEST_HOST}:{cfg.apt_proxy_port}",

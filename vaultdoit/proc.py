@@ -8,6 +8,7 @@ Packer), with its output appended to a log file. Failures raise
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shlex
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -40,6 +41,9 @@ PACKAGES: dict[str, str] = {
     "apt-cacher-ng": "apt-cacher-ng",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "newuidmap": "uidmap",
+    "fakeroot": "fakeroot",
+    "git": "git",
     "ansible-playbook": "ansible-core (pip install ansible-core)",
     "docker-registry": "docker-registry",
 }
@@ -48,12 +52,22 @@ TAIL_LINES = 25
 STOP_GRACE = 20.0  # seconds a program gets to clean up after SIGINT (Packer stops its VM)
 
 
-def find_tool(name: str) -> str:
-    """Return the path of program ``name`` or raise ToolNotFound with the package to install."""
+# Searched after PATH: a normal user's PATH often lacks the sbin folders, where
+# mke2fs, debugfs and apt-cacher-ng live (they run fine without root).
+SYSTEM_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def which(name: str) -> str | None:
+    """The path of program ``name``: on PATH, in vaultdoit's virtual environment, or in an sbin folder."""
     # Programs installed in the same virtual environment as vaultdoit (ansible-playbook)
     # are found even when the venv is not activated.
-    venv_bin = Path(sys.executable).parent
-    path = shutil.which(name) or shutil.which(name, path=str(venv_bin))
+    venv_bin = str(Path(sys.executable).parent)
+    return shutil.which(name) or shutil.which(name, path=os.pathsep.join((venv_bin, *SYSTEM_DIRS)))
+
+
+def find_tool(name: str) -> str:
+    """Return the path of program ``name`` or raise ToolNotFound with the package to install."""
+    path = which(name)
     if path is None:
         pkg = PACKAGES.get(name, name)
         raise ToolNotFound(f"{name} not found", hint=f"install {pkg}")
@@ -121,10 +135,47 @@ def _echo(chunk: bytes) -> None:
     stream.flush()
 
 
-def _pump(stream: IO[bytes], out: IO[bytes] | int) -> None:
-    """Copy a program's output to our stderr and its log as it arrives."""
+REDACTED = b"<sensitive>"
+
+
+class Redactor:
+    """Replaces secret values in a stream of chunks, also when a value is split between two."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
+        self.keep = max((len(s) for s in self.secrets), default=1) - 1
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What may be shown of the output so far (the last bytes wait for the next chunk)."""
+        data = self.pending + chunk
+        for secret in self.secrets:
+            data = data.replace(secret, REDACTED)
+        if self.keep == 0:
+            self.pending = b""
+            return data
+        self.pending = data[-self.keep:]
+        return data[:-self.keep]
+
+    def flush(self) -> bytes:
+        data, self.pending = self.pending, b""
+        return data
+
+    def text(self, line: str) -> str:
+        for secret in self.secrets:
+            line = line.replace(secret.decode(), REDACTED.decode())
+        return line
+
+
+def _pump(stream: IO[bytes], out: IO[bytes] | int, redactor: Redactor | None = None) -> None:
+    """Copy a program's output to our stderr and its log as it arrives (without ``redactor``'s secrets)."""
     # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
-    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+    chunks = iter(lambda: stream.read1(65536), b"")  # type: ignore[attr-defined]
+    for chunk in itertools.chain(chunks, [None]):  # None: the end, where the redactor's last bytes go
+        if redactor is not None:
+            chunk = redactor.feed(chunk) if chunk is not None else redactor.flush()
+        if not chunk:
+            continue
         _echo(chunk)
         if not isinstance(out, int):
             out.write(chunk)
@@ -168,6 +219,7 @@ def run(
     cwd: Path | None = None,
     stdin: bytes | None = None,
     capture: bool = False,
+    secrets: Iterable[str] = (),
     echo: bool = False,
     timeout: float | None = None,
     watch: Callable[[], str | None] | None = None,
@@ -179,9 +231,16 @@ def run(
     ``echo`` it is also copied to our stderr so long work shows progress.
     ``watch`` (not with ``capture``) is called every ``watch_interval`` seconds
     while the program runs; a non-empty answer stops it and raises Stalled with
-    that text. Raises ToolNotFound, CommandFailed or Stalled.
+    that text. ``secrets`` (with ``echo``) are replaced by ``<sensitive>`` in the
+    command line and the output, before either reaches the log or our stderr.
+    Raises ToolNotFound, CommandFailed or Stalled.
     """
     args, cmdline = _resolve(argv)
+    secrets = tuple(s for s in secrets if s)
+    redactor = Redactor(secrets) if secrets else None
+    if redactor is not None:
+        assert echo and not capture, "secrets are kept out of output that is pumped (echo)"
+        cmdline = redactor.text(cmdline)
     log.debug("+ %s", cmdline)
     out = _open_log(logfile)
     if not isinstance(out, int):
@@ -211,7 +270,7 @@ def run(
                 proc.stdin.write(stdin)
                 proc.stdin.close()
             if echo and proc.stdout:
-                pump = threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True)
+                pump = threading.Thread(target=_pump, args=(proc.stdout, out, redactor), daemon=True)
                 pump.start()
             _wait(proc, args, timeout=timeout, watch=watch, interval=watch_interval)
             if pump is not None:
