@@ -188,22 +188,30 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
 
 @task_action
 def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None,
-                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Path) -> None:
-    """Flatten and compress the chain into the final image and write its manifest."""
-    from vaultdoit import final, manifest
+                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Path,
+                  signing_key: Path | None = None) -> None:
+    """Flatten and compress the chain into the final image; write its manifest and SBOM, signed
+    with ``signing_key`` if given."""
+    from vaultdoit import final, manifest, provenance, sbom
+
+    made: dict[str, Any] = {}
 
     def make_manifest(image: Path, digest: str) -> str:
         data = manifest.build(image=image, sha256=digest, compression=cfg.compression, chain=list(chain),
-                              root=root, reports=reports)
+                              root=root, reports=reports, provenance=provenance.record(root))
         data["image"]["name"] = out.name
+        made["manifest"] = data
         return manifest.dump(data)
+
+    def make_sbom(image: Path, digest: str, files: dict[str, str]) -> str:
+        return sbom.document(made["manifest"], files=files, os_release=reports / sbom.OS_RELEASE_FILE)
 
     logfile.parent.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")
     note(f"flattening {top.name} into {out} ({cfg.compression}); log: {logfile}")
     start = time.monotonic()
     digest = final.flatten(top, out, kernel=kernel, initrd=initrd, cfg=cfg, logfile=logfile,
-                           manifest=make_manifest)
+                           manifest=make_manifest, sbom=make_sbom, signing_key=signing_key)
     note(f"final image {out.name}: {out.stat().st_size / 2**20:.0f} MiB in "
          f"{time.monotonic() - start:.1f} s, sha256 {digest[:16]}…")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vaultdoit import __version__
-from vaultdoit.errors import CommandFailed, Stalled, VaultError
+from vaultdoit.errors import CommandFailed, Stalled, VaultError, VerificationFailed
 
 if TYPE_CHECKING:
     from vaultdoit.plan import Project
@@ -41,7 +41,7 @@ def exit_on_error(debug: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("vaultdoit: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except (CommandFailed, Stalled) as err:
+    except (CommandFailed, Stalled, VerificationFailed) as err:
         click.echo(f"vaultdoit: error: {err}", err=True)
         sys.exit(EXIT_FAILED)
     except VaultError as err:
@@ -278,6 +278,40 @@ def scan_image(obj: dict[str, object], image: Path, build_keys: tuple[Path, ...]
         sys.exit(EXIT_USER)
     if report.findings:
         sys.exit(EXIT_FAILED)
+
+
+# --- vaultdoit verify-signature: the signed checksum file and SBOM of an image (vaultdoit/signing.py) ---
+
+
+@cli.command("verify-signature")
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--allowed-signers", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="OpenSSH allowed-signers file of the keys you trust (default: the project's signing key).")
+@click.pass_obj
+def verify_signature(obj: dict[str, object], image: Path, allowed_signers: Path | None) -> None:
+    """Check IMAGE's signed checksum file and SBOM, then IMAGE (and the kernel and initrd beside
+    it) against the checksums and the SBOM against IMAGE.
+
+    What `ssh-keygen -Y verify` and `sha256sum -c` check, in one command. Exit 1
+    when anything does not hold, with one line naming the file.
+    """
+    from vaultdoit import config, signing
+    from vaultdoit.errors import ConfigError
+
+    with exit_on_error(bool(obj["debug"])):
+        if allowed_signers is not None:
+            click.echo(signing.verify(image, allowed_signers).line(image))
+            return
+        try:
+            key = config.load(_root(obj["directory"]), obj["profile"]).signing_key  # type: ignore[arg-type]
+        except ConfigError:
+            key = None
+        if key is None:
+            raise ConfigError("no key to check the signature against", file=image,
+                              hint="pass --allowed-signers FILE (the publisher's key), or run it in the project "
+                                   "that has signing_key set")
+        with signing.trusting(key) as trusted:
+            click.echo(signing.verify(image, trusted).line(image))
 
 
 def main() -> None:

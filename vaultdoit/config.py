@@ -36,6 +36,7 @@ from vaultdoit.settings import (
     PLACES,
     PROFILE_ENV,
     PROJECT,
+    SIGNING_KEY_ENV,
     VARIABLE,
     SCOPE_KEYS,
     SETTINGS,
@@ -127,6 +128,10 @@ class ProjectConfig:
     allowed_paths: tuple[Path, ...] = ()
     stall_timeout: float = 0.0  # 0: each stage decides
     stage_configs: tuple[StageConfig, ...] = ()
+    signing_key: Path | None = None  # signs the final image's checksum file and SBOM (only read)
+    # Who signs: the public key beside signing_key ("type base64"), else its path. A new key
+    # at the same path signs again; the private key is never read here.
+    signer: str | None = None
 
     @property
     def config_file(self) -> Path:
@@ -608,6 +613,8 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
             StageConfig(name, stall_timeout=r.get(("stages", name, "stall_timeout"), STAGE),
                         origin=f.at(r.written(("stages", name))))
             for name in r.names("stages")),
+        signing_key=(signing_key := _signing_key(r)),
+        signer=_signer(signing_key),
     )
     try:
         # The final image is build/final/<image_name>.qcow2: build/final itself may be a symlink.
@@ -646,6 +653,33 @@ def _keys(r: _Resolver) -> tuple[Path, Path]:
         raise r.f.error(r.written(("access_key",)), "access_key must differ from build_key",
                         hint="the build key is removed from the image; the access key stays")
     return paths[0], paths[1]
+
+
+def _signing_key(r: _Resolver) -> Path | None:
+    """The user's signing key: VAULTDOIT_SIGNING_KEY, else ``signing_key``; it must exist (never made here)."""
+    value = os.environ.get(SIGNING_KEY_ENV) or r.get(("signing_key",), PROJECT)
+    if not value:
+        return None
+    path = Path(os.path.expanduser(value))
+    path = path if path.is_absolute() else r.root / path
+    if path.is_file():
+        return Path(os.path.normpath(path))
+    problem = "is not a file" if path.exists() else "does not exist"
+    fix = "name an existing SSH key (create one with ssh-keygen -t ed25519 -f FILE; vaultdoit never makes one)"
+    if os.environ.get(SIGNING_KEY_ENV):
+        raise ConfigError(f"{SIGNING_KEY_ENV}={_toml(value)} {problem}", hint=fix)
+    written = r.written(("signing_key",))
+    raise r.f.error(written, f"{_dotted(written)} = {_toml(value)} {problem}", hint=fix)
+
+
+def _signer(key: Path | None) -> str | None:
+    if key is None:
+        return None
+    pub = key if key.name.endswith(".pub") else key.with_name(key.name + ".pub")
+    try:
+        return " ".join(pub.read_text().split()[:2]) or str(key)
+    except OSError:
+        return str(key)
 
 
 def _bootstrap(r: _Resolver, name: str) -> BootstrapConfig:

@@ -71,3 +71,7 @@ class BootError(VaultError):
 
 class ScanError(VaultError):
     """An image (or a key to look for) cannot be read as the leak scan was asked."""
+
+
+class VerificationFailed(VaultError):
+    """A signature, checksum or SBOM does not hold: the files are not what was signed."""

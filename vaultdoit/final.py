@@ -35,14 +35,24 @@ def manifest_path(out: Path) -> Path:
 
 
 def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, cfg: FinalConfig,
-            logfile: Path, manifest: Callable[[Path, str], str] | None = None) -> str:
-    """Write ``out`` (+ kernel, initrd, .sha256, .manifest.json) from the chain ending at
-    ``top``; return its sha256. ``manifest(image, sha256)`` returns the manifest's text.
+            logfile: Path, manifest: Callable[[Path, str], str] | None = None,
+            sbom: Callable[[Path, str, dict[str, str]], str] | None = None,
+            signing_key: Path | None = None) -> str:
+    """Write ``out`` (+ kernel, initrd, .sha256, .manifest.json, .cdx.json, signatures) from the
+    chain ending at ``top``; return its sha256.
+
+    ``manifest(image, sha256)`` returns the manifest's text, ``sbom(image, sha256, files)`` the
+    SBOM's (``files``: name -> sha256 of the kernel and initrd shipped beside the image). The
+    ``.sha256`` file lists the image, kernel and initrd (``sha256sum -c`` checks all three);
+    with ``signing_key`` it and the SBOM are signed (see signing.py).
 
     Everything is written to a scratch folder beside ``out`` and renamed into
     place only after ``qemu-img check`` passed, so a failure leaves the
     previous good image untouched.
     """
+    from vaultdoit import signing
+    from vaultdoit.sbom import sbom_path
+
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.stem}-", dir=out.parent))
     try:
@@ -53,19 +63,36 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
         if data.get("backing-filename"):
             raise ArtifactError("flattened image still has a backing file", file=tmp)
         digest = hash_file(tmp)[0].split(":", 1)[1]
-        (scratch / "sha256").write_text(f"{digest}  {out.name}\n")
         pairs: list[tuple[Path, Path]] = []
-        if kernel is not None:
-            shutil.copyfile(kernel, scratch / "vmlinuz")
-            pairs.append((scratch / "vmlinuz", out.with_suffix(".vmlinuz")))
-        if initrd is not None:
-            shutil.copyfile(initrd, scratch / "initrd.img")
-            pairs.append((scratch / "initrd.img", out.with_suffix(".initrd.img")))
+        shipped: dict[str, str] = {}
+        for source, name, dst in ((kernel, "vmlinuz", out.with_suffix(".vmlinuz")),
+                                  (initrd, "initrd.img", out.with_suffix(".initrd.img"))):
+            if source is not None:
+                shutil.copyfile(source, scratch / name)
+                shipped[dst.name] = hash_file(scratch / name)[0].split(":", 1)[1]
+                pairs.append((scratch / name, dst))
+        lines = [f"{digest}  {out.name}", *(f"{sha}  {name}" for name, sha in shipped.items())]
+        (scratch / "sha256").write_text("\n".join(lines) + "\n")
         if manifest is not None:
             (scratch / "manifest.json").write_text(manifest(tmp, digest))
             pairs.append((scratch / "manifest.json", manifest_path(out)))
-        pairs += [(tmp, out), (scratch / "sha256", out.with_name(out.name + ".sha256"))]
-        for src, dst in pairs:
+        signed = [scratch / "sha256"]
+        if sbom is not None:
+            (scratch / "cdx.json").write_text(sbom(tmp, digest, shipped))
+            signed.append(scratch / "cdx.json")
+            pairs.append((scratch / "cdx.json", sbom_path(out)))
+        # The checksum file (and its signature) last: it vouches for everything before it.
+        finals = [(tmp, out), (scratch / "sha256", signing.checksum_path(out))]
+        if signing_key is not None:
+            for file in signed:
+                signature = signing.sign(file, signing_key, logfile=logfile)
+                dst = signing.signature_path(dict(pairs + finals)[file])
+                (finals if file.name == "sha256" else pairs).append((signature, dst))
+        else:
+            for stale in signing.signed_files(out):
+                # An earlier build's signatures never stay beside files they do not sign.
+                signing.signature_path(stale).unlink(missing_ok=True)
+        for src, dst in pairs + finals:
             _publish(src, dst)
         return digest
     finally:

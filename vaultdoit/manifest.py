@@ -60,8 +60,9 @@ def tool_versions() -> dict[str, str]:
 
 
 def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], root: Path,
-          reports: Path) -> dict[str, Any]:
-    """The manifest dict for ``image`` built from ``chain`` (base first)."""
+          reports: Path, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest dict for ``image`` built from ``chain`` (base first); ``provenance``
+    (see provenance.record) is recorded as given."""
     stages = []
     keys_by_name = keys.chain_keys(chain, root)
     for stage in chain:
@@ -71,6 +72,7 @@ def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], roo
             "kind": stage.kind,
             "parent": stage.parent,
             "image": _rel(stage.output, root),
+            "image_sha256": record.get("image_sha256"),
             "input_digest": keys_by_name[stage.name],
             "settings_digest": record.get("settings_digest") or keys.sha256_text(keys.canonical(stage.settings)),
             "inputs": dict(sorted((record.get("inputs") or {}).items())),
@@ -81,7 +83,7 @@ def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], roo
             "image_bytes": record.get("image_bytes"),
             "built_at": record.get("finished"),
         })
-    return {
+    data = {
         "schema": SCHEMA,
         "image": {"name": image.name, "bytes": image.stat().st_size, "sha256": sha256,
                   "compression": compression},
@@ -92,6 +94,9 @@ def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], roo
             "python_packages": _pairs(reports / PIP_FILE, "=="),
         },
     }
+    if provenance is not None:
+        data["provenance"] = provenance
+    return data
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -17,6 +17,7 @@ from vaultdoit.model import DEFAULT_APT_PORT
 
 ALLOWED_PATHS_ENV = "VAULTDOIT_ALLOWED_PATHS"
 PROFILE_ENV = "VAULTDOIT_PROFILE"
+SIGNING_KEY_ENV = "VAULTDOIT_SIGNING_KEY"
 COMPRESSIONS = ("zstd", "zlib", "none")
 ACCELERATORS = ("auto", "kvm", "tcg")
 CONFINE_HINT = "keep it under the project folder or list its folder in allowed_paths"
@@ -200,6 +201,11 @@ SETTINGS: tuple[Setting, ...] = (
             "kernel booted directly, 900 for a disk image with its own boot loader, 1800 for an ISO installer "
             "(which may print nothing for minutes)",
             check=at_least(0), hint="use 0 (automatic) or a number of seconds"),
+    Setting("signing_key", PROJECT, STRING, None,
+            "SSH private key (or the `.pub` of a key held by ssh-agent) that signs the final image's checksum "
+            "file and SBOM (`ssh-keygen -Y sign`, namespace `vaultdoit`; see [signing](signing.md)); relative to "
+            f"the project, `~` allowed; never created by vaultdoit; `{SIGNING_KEY_ENV}` overrides it",
+            default_doc="no signing", check=NON_EMPTY, example='signing_key = "~/.ssh/release_ed25519"'),
     Setting("final", PROJECT, TABLE, None, "how the final image is made (see below)", table=FINAL),
     Setting("verify", PROJECT, TABLE, None, "the boot test of the final image (see below)", table=VERIFY),
     Setting("bootstrap", PROJECT, TABLES, None, "stages built without Packer (see below)", table=BOOTSTRAP),

@@ -10,6 +10,8 @@ from typing import Any
 from vaultdoit import actions
 from vaultdoit.plan import Project
 from vaultdoit.final import manifest_path
+from vaultdoit.sbom import sbom_path
+from vaultdoit.signing import checksum_path, signature_path, signed_files
 from vaultdoit.tasks.common import log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
 
@@ -25,7 +27,9 @@ def boot_files(project: Project) -> tuple[Path | None, Path | None]:
 def final_outputs(project: Project) -> list[Path]:
     out = project.config.final_image
     kernel, initrd = boot_files(project)
-    files = [out, out.with_name(out.name + ".sha256"), manifest_path(out)]
+    files = [out, checksum_path(out), manifest_path(out), sbom_path(out)]
+    if project.config.signing_key is not None:
+        files += [signature_path(f) for f in signed_files(out)]
     if kernel is not None:
         files.append(out.with_suffix(".vmlinuz"))
     if initrd is not None:
@@ -41,16 +45,19 @@ def final_image_task(project: Project) -> dict[str, Any]:
     return {
         "basename": "final_image",
         "doc": f"flatten stages {' -> '.join(s.name for s in project.chain())} into "
-               f"build/final/{cfg.final_image.name} ({cfg.final.compression})",
+               f"build/final/{cfg.final_image.name} ({cfg.final.compression}) with its manifest and SBOM"
+               + (", signed" if cfg.signing_key is not None else ""),
         "actions": [(actions.flatten_image, [project.top.output, cfg.final_image], {
             "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, "final_image"),
             "chain": project.chain(), "root": cfg.root,
-            "reports": reports(project),
+            "reports": reports(project), "signing_key": cfg.signing_key,
         })],
         "file_dep": deps,
         "targets": rels(project, final_outputs(project)),
         # Compression settings decide the file but not the stages: only this task re-runs.
-        "uptodate": [settings_changed(asdict(cfg.final), "final")],
+        # So does signing with another key (or none).
+        "uptodate": [settings_changed(asdict(cfg.final), "final"),
+                     settings_changed({"signer": cfg.signer}, "signing")],
         "clean": True,
     }
 
