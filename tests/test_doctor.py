@@ -180,3 +180,23 @@ def test_forced_kvm_on_a_host_where_it_does_not_work_fails(monkeypatch):
     check = doctor.check_accelerator(Context(accelerator="kvm"))
     assert check.status == "fail" and check.hint == 'set accelerator = "auto" or "tcg"'
     assert doctor.check_accelerator(Context()).status == "warn"
+
+
+def test_user_namespaces_check_says_what_a_normal_user_lacks(monkeypatch):
+    from vaultdoit import bootstrap
+    from vaultdoit.errors import VaultError
+
+    ctx = Context(bootstraps=True)
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    assert doctor.check_user_namespaces(ctx).status == "ok"
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
+
+    def no_ids() -> None:
+        raise VaultError("no subordinate ids for user alice: mmdebstrap cannot build the base without root",
+                         file="/etc/subuid", hint=bootstrap.SUBID_HINT)
+
+    monkeypatch.setattr(bootstrap, "check_subordinate_ids", no_ids)
+    check = doctor.check_user_namespaces(ctx)
+    assert check.status == "fail" and check.detail.startswith("/etc/subuid: no subordinate ids for user alice")
+    assert "scripts/setup" in (check.hint or "")
+    assert doctor.check_user_namespaces(Context(bootstraps=False)).status == "ok"

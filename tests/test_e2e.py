@@ -1,6 +1,10 @@
 """End to end: the mini profile built for real from nothing (mmdebstrap, Packer,
 Ansible, QEMU), booted and checked over SSH, then the incremental cases.
 
+The build runs as a normal user (as root, the tests make one: see conftest's
+normal_user), signed with a key of that user's; everything it leaves in the
+project must be that user's.
+
 Slow (about 20 minutes under TCG on 2 cores); CI runs it every time.
 """
 
@@ -16,23 +20,30 @@ import pytest
 
 import subprocess
 import sys
+import tempfile
 
-from conftest import REPO, ran_tasks, run_doit
+from conftest import REPO, NormalUser, ensure_subordinate_ids, not_owned_by, ran_tasks
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(any(shutil.which(t) is None for t in ("packer", "qemu-system-x86_64", "mmdebstrap")),
                        reason="needs packer, qemu-system-x86 and mmdebstrap (scripts/setup installs them)"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="mmdebstrap --mode=root needs root"),
 ]
+
+BUILDER: list[NormalUser] = []  # who runs doit (set by the project fixture)
+SIGNING: dict[str, str] = {}  # VAULTDOIT_SIGNING_KEY for the builds
 
 PROJECT_FILES = ("dodo.py", "vault.toml", "packer", "ansible", "python")
 STAGES = ("base", "drivers", "frameworks", "final")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("e2e") / "project"
+def project(normal_user: NormalUser) -> Path:
+    if normal_user.switch:
+        ensure_subordinate_ids(normal_user.name)  # what scripts/setup gives a builder
+    BUILDER[:] = [normal_user]
+    home = normal_user.folder()
+    root = home / "project"
     root.mkdir()
     for name in PROJECT_FILES:
         src = REPO / name
@@ -43,12 +54,22 @@ def project(tmp_path_factory) -> Path:
     # Its own APT proxy port, so a proxy left running by a build in the repository does not clash.
     toml = root / "vault.toml"
     toml.write_text(toml.read_text().replace('accelerator = "auto"', 'accelerator = "auto"\napt_proxy_port = 3152'))
+    key = home / "keys" / "release_ed25519"
+    key.parent.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release@example.com", "-f", str(key)],
+                   check=True)
+    SIGNING["VAULTDOIT_SIGNING_KEY"] = str(key)
+    normal_user.own(home)
     yield root
-    subprocess.run([str(Path(sys.executable).parent / "vaultdoit"), "-C", str(root), "cache", "stop"], check=False)
+    normal_user.run([str(normal_user.python_bin / "vaultdoit"), "-C", str(root), "cache", "stop"], cwd=root,
+                    check=False)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def doit(root: Path, *args: str) -> set[str]:
-    return ran_tasks(run_doit(root, "--reporter=json", *args).stdout)
+    user = BUILDER[0]
+    return ran_tasks(user.run([str(user.python_bin / "doit"), "--reporter=json", *args], cwd=root,
+                              env=SIGNING).stdout)
 
 
 def stage_image(root: Path, name: str) -> Path:
@@ -81,11 +102,76 @@ def boot(root: Path, checks: list[str], tag: str, units: tuple[str, ...] = ("vau
     return report
 
 
+def image_files(image: Path, paths: list[str]) -> tuple[dict[str, str], str]:
+    """Offline, from the image: debugfs's `stat` of each path, and /var/lib/dpkg/status."""
+    with tempfile.TemporaryDirectory(prefix="vaultdoit-e2e-") as tmp:
+        raw = Path(tmp) / "disk.raw"
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+        stats = {p: subprocess.run(["debugfs", "-R", f"stat {p}", str(raw)], capture_output=True, text=True).stdout
+                 for p in paths}
+        stats["acl /var/log/journal"] = subprocess.run(["debugfs", "-R", "ea_list /var/log/journal", str(raw)],
+                                                       capture_output=True, text=True).stdout
+        status = subprocess.run(["debugfs", "-R", "cat /var/lib/dpkg/status", str(raw)], capture_output=True,
+                                text=True, check=True).stdout
+    return stats, status
+
+
+def installed(status: str) -> dict[str, str]:
+    """name -> version of the installed packages in a dpkg status file."""
+    found = {}
+    for paragraph in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in paragraph.splitlines() if ": " in line and line[0] != " ")
+        if fields.get("Status") == "install ok installed":
+            found[fields["Package"]] = fields["Version"]
+    return dict(sorted(found.items()))
+
+
+def check_supply_chain(root: Path, manifest: dict) -> None:
+    """What a customer checks: the signatures, an SBOM that lists what the image holds, and root's
+    files owned by root in an image a normal user built (the bootstrap ran in a user namespace)."""
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from vaultdoit import sbom
+
+    final = root / "build/final"
+    text = (final / "vault-mini.qcow2.cdx.json").read_text()
+    assert JsonStrictValidator(sbom.SPEC).validate_str(text) is None
+    document = json.loads(text)
+    stats, status = image_files(final / "vault-mini.qcow2", [
+        "/etc/shadow", "/usr/bin/sudo", "/home/vault/.ssh/authorized_keys", "/etc/sudoers.d/90-vault"])
+    assert sbom.packages(document, "deb") == installed(status)
+    assert sbom.packages(document, "pypi") == manifest["contents"]["python_packages"]
+    assert "pkg:deb/debian/openssh-server@" in text and "distro=debian-12" in text
+    assert [c["name"] for c in document["components"] if c["name"].startswith("stage:")] == \
+        [f"stage:{s}" for s in STAGES]
+    for path, owner, mode in (("/etc/shadow", "User:     0   Group:    42", "Mode:  0640"),
+                              ("/usr/bin/sudo", "User:     0   Group:     0", "Mode:  04755"),
+                              ("/home/vault/.ssh/authorized_keys", "User:  1000   Group:  1000", "Mode:  0600"),
+                              ("/etc/sudoers.d/90-vault", "User:     0   Group:     0", "Mode:  0440")):
+        assert owner in stats[path] and mode in stats[path], (path, stats[path])
+    assert "system.posix_acl_default" in stats["acl /var/log/journal"]
+    # Provenance: no git here (a copy), and that is said; the host's bootstrap tools.
+    assert manifest["provenance"]["git"]["reason"] == "not a git checkout"
+    assert {"mmdebstrap", "fakeroot", "e2fsprogs"} <= set(manifest["provenance"]["build_host"]["packages"])
+    # Signed with the builder's key: checked as a customer does, with an allowed-signers file.
+    key = Path(SIGNING["VAULTDOIT_SIGNING_KEY"])
+    pub = key.with_name(key.name + ".pub").read_text().split()
+    signers = root.parent / "allowed_signers"
+    signers.write_text(f'release@example.com namespaces="vaultdoit" {pub[0]} {pub[1]}\n')
+    checked = subprocess.run([sys.executable, "-m", "vaultdoit", "verify-signature", str(final / "vault-mini.qcow2"),
+                              "--allowed-signers", str(signers)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert "vault-mini.initrd.img, vault-mini.qcow2, vault-mini.vmlinuz match" in checked.stdout
+    assert subprocess.run(["sha256sum", "-c", "vault-mini.qcow2.sha256"], cwd=final).returncode == 0
+
+
 def test_full_build_boot_and_incremental(project: Path):
     root = project
     # 1. From nothing: every task runs, the final image is standalone and `verify` boots it.
     everything = {"keys", "cache:apt", "cache:wheels", *(f"stage:{s}" for s in STAGES), "final_image", "verify"}
     assert doit(root, "final_image", "verify") == everything
+    # Built by a normal user: everything the build left in the project is theirs.
+    assert not_owned_by(BUILDER[0].uid, root) == []
     final = root / "build/final/vault-mini.qcow2"
     verify = json.loads((root / "build/reports/verify-vault-mini.json").read_text())
     assert verify["ok"] and {c["name"] for c in verify["checks"]} >= {"system running", "clean shutdown"}
@@ -103,6 +189,7 @@ def test_full_build_boot_and_incremental(project: Path):
     assert info["format"] == "qcow2" and "backing-filename" not in info
     qemu_img.check(final)
     assert qemu_img.backing_of(stage_image(root, "drivers")) == "../base/base.qcow2"
+    check_supply_chain(root, manifest)
 
     build_pub = (root / "build/keys/build_ed25519.pub").read_text().split()[1]
     access_pub = (root / "build/keys/access_ed25519.pub").read_text().split()[1]

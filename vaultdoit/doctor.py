@@ -57,6 +57,7 @@ TOOLS = (
     Tool("qemu-img", ("--version",), "build"),
     Tool("mmdebstrap", ("--version",), "bootstrap"),
     Tool("mke2fs", ("-V",), "bootstrap"),
+    Tool("fakeroot", ("-v",), "bootstrap"),
     # apt-cacher-ng has no version option: an unknown one starts the daemon.
     Tool("apt-cacher-ng", None, "cache"),
     Tool("ssh", ("-V",), "build"),
@@ -134,6 +135,34 @@ def check_tool(tool: Tool, ctx: Context) -> Check:
         return Check(tool.name, FAIL if required else WARN, f"{path} does not run: {exc}",
                      f"reinstall {proc.PACKAGES.get(tool.name, tool.name)}")
     return Check(tool.name, OK, f"{version} ({path})")
+
+
+USERNS_RESTRICTED = Path("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+
+
+def check_user_namespaces(ctx: Context) -> Check:
+    """Can this user bootstrap a base without root (mmdebstrap's unshare mode)?"""
+    from vaultdoit import bootstrap
+
+    name = "user namespaces"
+    if not ctx.bootstraps:
+        return Check(name, OK, "not needed (no bootstrapped stage)")
+    if os.geteuid() == 0:
+        return Check(name, OK, "not needed: root bootstraps with a mount namespace only")
+    try:
+        bootstrap.check_subordinate_ids()
+    except VaultError as exc:
+        return Check(name, FAIL, exc.message if not exc.file else f"{exc.file}: {exc.message}", exc.hint)
+    try:
+        restricted = USERNS_RESTRICTED.read_text().strip() == "1"
+    except OSError:
+        restricted = False
+    if restricted:
+        return Check(name, FAIL, "AppArmor forbids user namespaces to programs without a profile "
+                                 "(kernel.apparmor_restrict_unprivileged_userns = 1)",
+                     "allow them for mmdebstrap (an AppArmor profile with userns), or "
+                     "sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0")
+    return Check(name, OK, "subordinate ids set: mmdebstrap bootstraps without root")
 
 
 def check_accelerator(ctx: Context) -> Check:
@@ -231,6 +260,7 @@ def run(ctx: Context) -> list[Check]:
     with ThreadPoolExecutor(max_workers=len(TOOLS)) as pool:
         checks += list(pool.map(lambda tool: check_tool(tool, ctx), TOOLS))
     checks.append(check_accelerator(ctx))
+    checks.append(check_user_namespaces(ctx))
     if ctx.root is not None and ctx.build_dir is not None and ctx.cache_dir is not None:
         checks.append(check_space("space in build/", ctx.build_dir))
         checks.append(check_space("space in cache/", ctx.cache_dir))

@@ -8,7 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultdoit import proc, qemu_img
+from vaultdoit import proc, qemu_img, signing
+from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
 from vaultdoit.config import FinalConfig
 from vaultdoit.errors import ArtifactError
 from vaultdoit.checker import hash_file
@@ -30,10 +31,6 @@ def _publish(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def manifest_path(out: Path) -> Path:
-    return out.with_name(out.name + ".manifest.json")
-
-
 def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, cfg: FinalConfig,
             logfile: Path, manifest: Callable[[Path, str], str] | None = None,
             sbom: Callable[[Path, str, dict[str, str]], str] | None = None,
@@ -50,9 +47,6 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
     place only after ``qemu-img check`` passed, so a failure leaves the
     previous good image untouched.
     """
-    from vaultdoit import signing
-    from vaultdoit.sbom import sbom_path
-
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.stem}-", dir=out.parent))
     try:
@@ -82,16 +76,16 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
             signed.append(scratch / "cdx.json")
             pairs.append((scratch / "cdx.json", sbom_path(out)))
         # The checksum file (and its signature) last: it vouches for everything before it.
-        finals = [(tmp, out), (scratch / "sha256", signing.checksum_path(out))]
+        finals = [(tmp, out), (scratch / "sha256", checksum_path(out))]
         if signing_key is not None:
             for file in signed:
                 signature = signing.sign(file, signing_key, logfile=logfile)
-                dst = signing.signature_path(dict(pairs + finals)[file])
+                dst = signature_path(dict(pairs + finals)[file])
                 (finals if file.name == "sha256" else pairs).append((signature, dst))
         else:
-            for stale in signing.signed_files(out):
+            for stale in signed_files(out):
                 # An earlier build's signatures never stay beside files they do not sign.
-                signing.signature_path(stale).unlink(missing_ok=True)
+                signature_path(stale).unlink(missing_ok=True)
         for src, dst in pairs + finals:
             _publish(src, dst)
         return digest

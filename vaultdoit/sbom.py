@@ -27,17 +27,10 @@ from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
 from packageurl import PackageURL
 
-from vaultdoit import __version__
-
 SPEC = SchemaVersion.V1_6
-SUFFIX = ".cdx.json"
 OS_RELEASE_FILE = "os-release"  # /etc/os-release of the image, fetched by the final stage into the reports
 NAMESPACE = uuid.UUID("6f0d3a52-8a0e-4d1b-9c57-1e1f4a8f3c2b")  # serial numbers: uuid5 of the image digest
 PROPERTY = "vaultdoit:"  # prefix of our property names
-
-
-def sbom_path(image: Path) -> Path:
-    return image.with_name(image.name + SUFFIX)
 
 
 def _sha256(hex_or_prefixed: str | None) -> list[HashType]:

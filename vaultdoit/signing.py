@@ -21,26 +21,12 @@ from pathlib import Path
 from vaultdoit import proc
 from vaultdoit.checker import hash_file
 from vaultdoit.errors import CommandFailed, VaultError, VerificationFailed
-from vaultdoit.sbom import image_digest, sbom_path
+from vaultdoit.outputs import signature_path, signed_files
 
 NAMESPACE = "vaultdoit"  # ssh-keygen -n: a signature made for vaultdoit is valid for nothing else
-SUFFIX = ".sig"
 ENV = "VAULTDOIT_SIGNING_KEY"
 KEY_HINT = ("name an SSH private key without a passphrase, or load the key into ssh-agent and name its .pub file "
             f"(signing_key in vault.toml or {ENV})")
-
-
-def checksum_path(image: Path) -> Path:
-    return image.with_name(image.name + ".sha256")
-
-
-def signature_path(file: Path) -> Path:
-    return file.with_name(file.name + SUFFIX)
-
-
-def signed_files(image: Path) -> list[Path]:
-    """The files whose signatures vouch for ``image``: its checksum file and its SBOM."""
-    return [checksum_path(image), sbom_path(image)]
 
 
 def sign(file: Path, key: Path, *, logfile: Path | None = None) -> Path:
@@ -164,6 +150,8 @@ def verify(image: Path, allowed_signers: Path) -> Verified:
             raise VerificationFailed(f"does not match {checksum.name}: changed since it was signed", file=path,
                                      hint="do not use this image; get it again from the publisher")
     try:
+        from vaultdoit.sbom import image_digest
+
         described = image_digest(json.loads(sbom.read_text()))
     except (ValueError, AttributeError):
         described = None

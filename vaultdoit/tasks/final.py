@@ -9,9 +9,7 @@ from typing import Any
 
 from vaultdoit import actions
 from vaultdoit.plan import Project
-from vaultdoit.final import manifest_path
-from vaultdoit.sbom import sbom_path
-from vaultdoit.signing import checksum_path, signature_path, signed_files
+from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
 from vaultdoit.tasks.common import log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
 
