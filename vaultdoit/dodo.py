@@ -12,15 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import checker, config, plan, state
+from vaultdoit import checker, config, plan, plancache, state
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
 
 @functools.cache
 def project(root: Path, profile: str | None) -> plan.Project:
-    """The planned project (cached: doit asks for it once per task family)."""
-    return plan.load_project(root, profile)
+    """The planned project: from the last run's plan while nothing it read has changed."""
+    kept = root / "build" / ".vaultdoit-plans" / f"{profile or '-'}.pickle"
+    return plancache.cached(kept, lambda: plan.load_project(root, profile))
 
 
 def _profile_arg() -> str | None:
