@@ -9,7 +9,7 @@ import yaml
 
 from vaultdoit.errors import PlaybookError
 
-__all__ = ["AnsibleLoader", "load_yaml"]
+__all__ = ["AnsibleLoader", "load_yaml", "loads"]
 
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -63,3 +63,13 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     if mark is None:
         return f"invalid YAML: {problem}"
     return f"invalid YAML: {problem} at line {mark.line + 1} column {mark.column + 1}"
+
+
+def loads(text: str) -> Any:
+    """Parse YAML text (Ansible tags allowed); a ValueError says what is wrong, in one line."""
+    try:
+        return yaml.load(text, Loader=AnsibleLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        raise ValueError(_yaml_problem(exc)) from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid YAML: {exc}") from None
