@@ -29,7 +29,7 @@ from typing import Any
 
 from vaultdoit.hcl.evaluate import (
     Call, EvalError, Function, ListExpr, Literal, Name, Node, ObjectExpr, Scope, Unresolved, clip, describe,
-    equal, normal_number, number_text, to_bool, to_int, to_list, to_map, to_number, to_str,
+    equal, normal_number, number_text, to_bool, to_int, to_list, to_map, to_number, to_str, type_name,
 )
 
 __all__ = ["FUNCTIONS", "TypeSpec", "type_spec", "convert", "FIXED_TIMESTAMP",
@@ -307,15 +307,23 @@ def _min(scope: Scope, args: list[Any]) -> Any:
     return min(_numbers(args))
 
 
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
 @_fn(2)
 def _parseint(scope: Scope, args: list[Any]) -> int:
+    """Go's big.Int SetString: bases 2 to 62; letters are case-blind up to base 36."""
     text, base = to_str(args[0]), to_int(args[1])
     if not 2 <= base <= 62:
         raise EvalError("base must be between 2 and 62")
-    try:
-        return int(text, base)
-    except ValueError:
-        raise EvalError(f"cannot parse {describe(text)} as a base {base} integer") from None
+    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.removeprefix("+"))
+    value = 0
+    for char in digits if digits else "?":
+        digit = _DIGITS.find(char.lower() if base <= 36 else char)
+        if not 0 <= digit < base:
+            raise EvalError(f"cannot parse {describe(text)} as a base {base} integer")
+        value = value * base + digit
+    return sign * value
 
 
 @_fn(2)
@@ -1259,15 +1267,33 @@ def _convert_fn(scope: Scope, nodes: list[Node]) -> Any:
     return convert(nodes[0].ev(scope), type_spec(nodes[1]))
 
 
+def _unify(items: list[Any]) -> list[Any]:
+    """A collection's elements with one type, as cty's tolist()/toset()/tomap() make them."""
+    kinds = {type_name(v) for v in items if v is not None}
+    if len(kinds) > 1 and kinds <= {"string", "number", "bool"}:
+        return [None if v is None else to_str(v) for v in items]
+    if len(kinds) > 1:
+        raise EvalError(f"the elements have different types ({', '.join(sorted(kinds))})")
+    return items
+
+
 def _to(kind: str) -> Function:
-    spec = TypeSpec(kind, element=TypeSpec("any")) if kind in ("list", "set", "map") else TypeSpec(kind)
+    spec = TypeSpec(kind)
 
     def impl(scope: Scope, args: list[Any]) -> Any:
         value = args[0]
-        if kind == "string" and isinstance(value, (list, dict)):
-            raise EvalError(f"cannot convert {describe(value)} to a string")
-        if kind == "map" and isinstance(value, list):
-            raise EvalError(f"cannot convert {describe(value)} to a map")
+        if kind in ("list", "set"):
+            if value is None:
+                return None
+            items = _unify(to_list(value))
+            return _set(items) if kind == "set" else items
+        if kind == "map":
+            if value is None:
+                return None
+            mapping = to_map(value)
+            return dict(zip(mapping, _unify(list(mapping.values()))))
+        if isinstance(value, (list, dict)):
+            raise EvalError(f"cannot convert {describe(value)} to a {kind}")
         return convert(value, spec)
 
     return Function(impl, 1, 1)
