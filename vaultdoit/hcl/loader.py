@@ -226,9 +226,12 @@ class _Variables:
             except EvalError as exc:
                 raise TemplateError(f'variable "{name}": default: {exc.message}', file=exc.where or node.loc.where,
                                     hint=exc.hint or "fix the default value") from None
-        # As Packer: without a type, a string given on the command line stays a string unless
-        # the default shows a list, map or bool.
+        # As Packer: without a type, the default's type is the variable's (a number default
+        # makes "-var x=5" the number 5), and a string given on the command line is HCL text
+        # only for list, map, object and bool variables.
         kind = declared_type.kind if declared_type else _kind_of(variable.value)
+        if declared_type is None and kind in ("string", "number", "bool"):
+            variable.type = TypeSpec(kind)
         variable.parse_text = kind not in ("string", "number", "any")
 
     def _flag(self, attr: Attribute, name: str) -> bool:
