@@ -45,3 +45,31 @@ def ran_tasks(stdout: str) -> set[str]:
     """Names of the tasks doit's JSON reporter says were executed (not up to date)."""
     report = json.loads(stdout)
     return {t["name"] for t in report["tasks"] if t["result"] == "success"}
+
+
+def fake_packer_env(root: Path, work: Path, profile: str | None = None) -> dict[str, str]:
+    """Environment that runs tests/fakes/packer for the stages of the project at ``root``:
+    each stage's image is made by the real qemu-img as an overlay on what it must be backed by."""
+    from vaultdoit.plan import load_project
+
+    project = load_project(root, profile)
+    plan = {}
+    for stage in project.stages:
+        parent = project.parent(stage)
+        backing = parent.output if parent is not None else stage.root_image
+        plan[stage.name] = {"output": str(stage.output), "parent": str(backing) if backing else None}
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "plan.json").write_text(json.dumps(plan))
+    return {
+        "PATH": f"{TESTS / 'fakes'}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_PACKER_PLAN": str(work / "plan.json"),
+        "FAKE_PACKER_LOG": str(work / "packer.log"),
+    }
+
+
+def packer_runs(work: Path) -> list[str]:
+    """Stages the fake packer built since the last call (and forget them)."""
+    log = work / "packer.log"
+    names = log.read_text().split() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return names

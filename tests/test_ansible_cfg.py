@@ -35,3 +35,15 @@ def test_project_settings_win_and_relative_paths_become_absolute(tmp_path: Path)
     assert cfg["defaults"]["fact_caching"] == "jsonfile"
     assert cfg["ssh_connection"]["ssh_args"] == "-o ControlMaster=auto"
     assert (tmp_path / "facts").is_dir()
+
+
+def test_every_plugin_folder_setting_stays_relative_to_the_project_cfg(tmp_path: Path):
+    user = tmp_path / "ansible" / "ansible.cfg"
+    user.parent.mkdir()
+    user.write_text("[defaults]\nlookup_plugins = plugins/lookup ; a comment\ntest_plugins = plugins/test\n"
+                    "action_plugins = a:/opt/actions\ndoc_fragment_plugins = docs\n")
+    cfg = parse(ansible_cfg.render(user, tmp_path / "facts"))
+    assert cfg["defaults"]["lookup_plugins"] == str(tmp_path / "ansible" / "plugins" / "lookup")
+    assert cfg["defaults"]["test_plugins"] == str(tmp_path / "ansible" / "plugins" / "test")
+    assert cfg["defaults"]["action_plugins"] == f"{tmp_path / 'ansible' / 'a'}:/opt/actions"
+    assert cfg["defaults"]["doc_fragment_plugins"] == str(tmp_path / "ansible" / "docs")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from vaultdoit import apt_proxy
+from conftest import REPO
+from vaultdoit import apt_proxy, plan
+from vaultdoit.model import AptRoute
 
 
 def low_free_port() -> int:
@@ -69,14 +73,23 @@ def test_real_instance_serves_on_loopback_and_stops(tmp_path: Path):
         mirror = apt_proxy.host_mirrors()[0]
         with opener.open(f"{mirror}dists/bookworm/Release", timeout=60) as resp:
             assert b"Codename: bookworm" in resp.read()
+        # apt-cacher-ng logs a transfer after it has answered: wait for the entry, never race it.
+        deadline = time.monotonic() + 30
+        while apt_proxy.traffic(proxy).served_files < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert apt_proxy.traffic(proxy).served_files >= 1
     finally:
         assert apt_proxy.stop(proxy)
     assert not apt_proxy.healthy(proxy)
 
 
-def test_external_proxy_replaces_ours_and_off_disables(tmp_path: Path):
-    assert apt_proxy.urls("http://proxy.internal:3142", tmp_path, 3142) == (
-        "http://proxy.internal:3142", "http://proxy.internal:3142")
-    assert apt_proxy.managed("http://proxy.internal:3142", tmp_path, 3142) is None
-    assert apt_proxy.urls("off", tmp_path, 3142) == (None, None)
+def test_external_proxy_replaces_ours_and_off_disables():
+    from vaultdoit.plan import load_project
+
+    team = load_project(REPO)
+    assert team.apt.managed_root is not None or shutil.which("apt-cacher-ng") is None
+    cfg = dataclasses.replace(team.config, apt_proxy="http://proxy.internal:3142")
+    route = plan._apt_route(cfg, team.packer)
+    assert (route.host_url, route.guest_url, route.managed_root) == (
+        "http://proxy.internal:3142", "http://proxy.internal:3142", None)
+    assert plan._apt_route(dataclasses.replace(cfg, apt_proxy="off"), team.packer) == AptRoute()

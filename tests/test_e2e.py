@@ -123,6 +123,13 @@ def test_full_build_boot_and_incremental(project: Path):
     ], "full")
     assert report.ok, report.render()
 
+    # Nothing of the build in the image: the offline scan (build key, proxy, journals, login
+    # records, passwords, private keys, Ansible leftovers) comes out clean.
+    scan = subprocess.run([sys.executable, "-m", "vaultdoit", "-C", str(root), "scan", str(final)],
+                          capture_output=True, text=True)
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    assert scan.stdout.strip().splitlines()[-1].endswith(": clean"), scan.stdout
+
     images = {s: identity(stage_image(root, s)) for s in STAGES}
 
     # 2. No-op.

@@ -209,17 +209,17 @@ def test_jinja_paths_depend_on_their_folder_with_one_warning_each() -> None:
     }
     assert len(closure.warnings) == 5
     role_tasks = root / "roles" / "app" / "tasks" / "main.yml"
-    expected = [
-        f"{root / 'site.yml'}: vars_files 'vars/{{{{ env }}}}.yml' uses Jinja",
-        f"{root / 'site.yml'}: include_tasks 'tasks/{{{{ ansible_os_family }}}}.yml' uses Jinja",
-        f"{role_tasks}: include_tasks '{{{{ ansible_os_family }}}}.yml' uses Jinja",
-        f"{role_tasks}: template src '{{{{ item }}}}.j2' uses Jinja",
-        f"{role_tasks}: include_tasks 'os/{{{{ ansible_distribution }}}}.yml' uses Jinja",
+    expected = [  # file:line of the task (or the play's key), the path, what is tracked instead
+        f"{root / 'site.yml'}:3: vars_files 'vars/{{{{ env }}}}.yml' is dynamic; tracking every file in vars/",
+        f"{root / 'site.yml'}:7: include_tasks 'tasks/{{{{ ansible_os_family }}}}.yml' is dynamic; "
+        "tracking every file in tasks/",
+        f"{role_tasks}:1: include_tasks '{{{{ ansible_os_family }}}}.yml' is dynamic; "
+        "tracking every file in roles/app/tasks/",
+        f"{role_tasks}:4: template src '{{{{ item }}}}.j2' is dynamic; tracking every file in roles/app/templates/",
+        f"{role_tasks}:8: include_tasks 'os/{{{{ ansible_distribution }}}}.yml' is dynamic; "
+        "tracking every file in roles/app/tasks/os/",
     ]
-    for start in expected:
-        assert sum(w.startswith(start) for w in closure.warnings) == 1, start
-    assert any(w.endswith(f"depending on every file in {root / 'roles' / 'app' / 'templates'}")
-               for w in closure.warnings)
+    assert sorted(closure.warnings) == sorted(expected)
 
 
 def test_jinja_path_at_the_playbook_folder_takes_only_its_top_level_files(tmp_path: Path) -> None:
@@ -229,8 +229,8 @@ def test_jinja_path_at_the_playbook_folder_takes_only_its_top_level_files(tmp_pa
     (tmp_path / "build" / "image.qcow2").write_text("not a dependency\n")
     closure = playbook_closure(tmp_path / "site.yml")
     assert rel(closure, tmp_path) == {"site.yml", "Debian.yml"}
-    assert len(closure.warnings) == 1
-    assert "depending on the files directly in" in closure.warnings[0]
+    assert closure.warnings == (f"{tmp_path / 'site.yml'}:3: include_tasks '{{{{ os }}}}.yml' is dynamic; "
+                                "tracking the files directly in the playbook's folder",)
 
 
 def test_group_vars_host_vars_and_ansible_cfg_beside_the_playbook() -> None:
@@ -327,15 +327,21 @@ def test_missing_role() -> None:
     assert str(err).startswith(f"{ERRORS / 'missing_role.yml'}: role 'ghost' not found")
 
 
-@pytest.mark.parametrize(("playbook", "name"), [
-    ("galaxy_role.yml", "geerlingguy.docker"),
-    ("collection_role.yml", "community.general.thing"),
-])
-def test_galaxy_roles_must_be_installed_in_the_project(playbook: str, name: str) -> None:
-    err = error_of(ERRORS / playbook)
-    assert err.file == str(ERRORS / playbook)
-    assert err.message == f"role '{name}' not found (looked in: {ERRORS / 'roles'}, {ERRORS})"
+def test_galaxy_roles_must_be_installed_in_the_project() -> None:
+    err = error_of(ERRORS / "galaxy_role.yml")
+    assert err.file == str(ERRORS / "galaxy_role.yml")
+    assert err.message == f"role 'geerlingguy.docker' not found (looked in: {ERRORS / 'roles'}, {ERRORS})"
     assert err.hint == "install it with ansible-galaxy into a roles path in the project"
+
+
+def test_collection_roles_name_where_they_were_looked_for(tmp_path: Path) -> None:
+    err = error_of(ERRORS / "collection_role.yml", env={"HOME": str(tmp_path)})
+    assert err.file == str(ERRORS / "collection_role.yml")
+    assert err.message == ("role 'community.general.thing' not found: collection community.general is not "
+                           f"installed (looked in: {ERRORS / 'collections'}, {tmp_path / '.ansible' / 'collections'}, "
+                           "/usr/share/ansible/collections)")
+    assert err.hint == f"install it with 'ansible-galaxy collection install -p {ERRORS / 'collections'} community.general'"
+    assert "\n" not in str(err)
 
 
 def test_missing_meta_dependency_names_the_meta_file() -> None:

@@ -20,9 +20,9 @@ from typing import Any, ParamSpec, TypeVar
 from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
-from vaultdoit import accel, apt_proxy, bootstrap, checker, manifest, packer, proc
+from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, watchdog
 from vaultdoit.errors import VaultError
-from vaultdoit.model import PackerConfig, Stage
+from vaultdoit.model import AptRoute, Stage, StageBuild
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,57 +65,89 @@ def make_keys(keys: Sequence[Path], logfile: Path) -> None:
 
 
 @task_action
-def bootstrap_stage(spec: bootstrap.BootstrapSpec, workdir: Path, logfile: Path, digests: Path,
-                    record: Path, apt: tuple[str | None, apt_proxy.AptProxy | None] = (None, None)) -> None:
-    """Build a base image with mmdebstrap (see bootstrap.py), through the APT proxy if any."""
-    url, proxy = apt
-    note(f"bootstrapping {spec.name} with mmdebstrap ({spec.suite}); log: {logfile}")
+def build_stage(build: StageBuild) -> None:
+    """Build one stage's image atomically and record what decided it beside the image."""
+    stage = build.stage
+    if stage.problems:
+        more = f" (and {len(stage.problems) - 1} more)" if len(stage.problems) > 1 else ""
+        raise VaultError(stage.problems[0] + more, hint="create the missing file or fix the setting")
+    # Every input is read here, before any VM starts: an unreadable file fails in a second.
+    record = keys.compute(stage, parent_key(build), build.root, build.digests)
     start, wall = time.monotonic(), time.time()
-    bootstrap.build(dataclasses.replace(spec, apt_proxy=url), workdir=workdir, logfile=logfile)
-    checker.record_digest(spec.output, digests)
-    manifest.record_build(record, seconds=time.monotonic() - start, image=spec.output,
-                          apt=apt_proxy.traffic(proxy, since=wall) if proxy else None)
-    note(f"{spec.name} built in {time.monotonic() - start:.0f} s")
+    if stage.kind == "packer":
+        _packer(build)
+    else:
+        _bootstrap(build)
+    digest = checker.record_digest(stage.output, build.digests)
+    proxy = _managed_proxy(build.apt)
+    owned.write_marker(stage.output.parent, {
+        **record, "format": 1, "stage": stage.name, "image": stage.output.name, "image_sha256": digest,
+        "image_bytes": stage.output.stat().st_size, "build_seconds": round(time.monotonic() - start, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "apt": dataclasses.asdict(apt_proxy.traffic(proxy, since=wall)) if proxy else None,
+    })
+    size = stage.output.stat().st_size
+    note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB image)")
 
 
-@task_action
-def packer_stage(stage: Stage, parent: Path | None, *, root: Path, packer_cfg: PackerConfig,
-                 explicit_var_files: Sequence[Path], variables: Mapping[str, Any], accelerator: str,
-                 ansible_cfg: Path | None, state_dir: Path, tools_dir: Path, logfile: Path,
-                 digests: Path, record: Path,
-                 apt: tuple[str | None, apt_proxy.AptProxy | None] = (None, None)) -> None:
-    """Build one Packer stage atomically and make its backing reference relative."""
-    assert stage.source is not None
-    accel_name = accel.choose(accelerator)
+def parent_key(build: StageBuild) -> str | None:
+    """The parent's key: as recorded beside its image, else computed from the plan."""
+    keys_by_name = keys.chain_keys(build.ancestors, build.root, build.digests)
+    return keys_by_name[build.parent.name] if build.parent is not None else None
+
+
+def _managed_proxy(apt: AptRoute) -> apt_proxy.AptProxy | None:
+    return apt_proxy.AptProxy(apt.managed_root, apt.managed_port) if apt.managed_root is not None else None
+
+
+def _bootstrap(build: StageBuild) -> None:
+    """A base image made with mmdebstrap (see bootstrap.py), through the APT proxy if any."""
+    spec = dataclasses.replace(build.bootstrap, apt_proxy=build.apt.host_url)
+    assert build.workdir is not None
+    note(f"bootstrapping {spec.name} with mmdebstrap ({spec.suite}); log: {build.logfile}")
+    bootstrap.build(spec, workdir=build.workdir, logfile=build.logfile)
+
+
+def _packer(build: StageBuild) -> None:
+    """One Packer stage, built atomically, its backing reference made relative."""
+    stage, root = build.stage, build.root
+    assert stage.source is not None and stage.packer is not None
+    packer_cfg = stage.packer
+    accel_name = accel.choose(build.accelerator, build.probe)
     shim = packer.needs_backing_format_shim(packer.packer_version(), packer.qemu_img_version())
-    merged_cfg = ansible_cfg_mod.write(ansible_cfg, root / "cache" / "facts" / stage.name,
-                                       state_dir / "ansible" / f"{stage.name}.cfg")
+    merged_cfg = ansible_cfg_mod.write(build.ansible_cfg, root / "cache" / "facts" / stage.name,
+                                       build.state_dir / "ansible" / f"{stage.name}.cfg")
+    tools_dir = build.state_dir / "tools"
     env = packer.environment(root=root, tools_dir=packer.write_shim(tools_dir) if shim else None,
                              ansible_cfg=merged_cfg)
-    runtime = dict(variables)
+    runtime = dict(build.variables)
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name
     if stage.iso is not None and "iso_url" in stage.source.attr_vars:
-        # Point the template at the verified copy in the ISO store; Packer re-checks it.
+        # Point the template at the verified copy in the ISO store, with the checksum it was
+        # verified against (never a hash taken of the file as it is now).
+        from vaultdoit import iso_store
+
         cached = stage.iso[2]
         runtime[stage.source.attr_vars["iso_url"]] = str(cached)
         if "iso_checksum" in stage.source.attr_vars:
-            runtime[stage.source.attr_vars["iso_checksum"]] = "sha256:" + manifest.file_sha256(cached)
-    url, proxy = apt
-    if url and "apt_proxy" in packer_cfg.variables:
+            runtime[stage.source.attr_vars["iso_checksum"]] = iso_store.verified(cached, stage.iso[1], stage.iso[0])
+    if build.apt.guest_url and "apt_proxy" in packer_cfg.variables:
         # Build-time only: reaches the playbooks as an extra var, never the cache key.
-        runtime["apt_proxy"] = url
-    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, explicit_var_files)
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    logfile.write_text("")  # one log per build: the last one is what a failure shows
-    note(f"building stage {stage.name} with packer ({accel_name}); log: {logfile}")
-    start, wall = time.monotonic(), time.time()
-    packer.build_stage(stage, parent, argv=argv, env=env, cwd=root, state_dir=state_dir, logfile=logfile)
-    checker.record_digest(stage.output, digests)
-    manifest.record_build(record, seconds=time.monotonic() - start, image=stage.output,
-                          apt=apt_proxy.traffic(proxy, since=wall) if proxy else None)
-    size = stage.output.stat().st_size
-    note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB overlay)")
+        runtime["apt_proxy"] = build.apt.guest_url
+    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, build.var_files)
+    build.logfile.parent.mkdir(parents=True, exist_ok=True)
+    build.logfile.write_text("")  # one log per build: the last one is what a failure shows
+    attrs = stage.source.attrs
+    # No console output, Packer output or disk writes for this long: the VM is stuck.
+    dog = watchdog.Watchdog(
+        label=f"stage:{stage.name}",
+        timeout=watchdog.timeout_for(build.stall_timeout, watchdog.automatic_timeout(attrs)),
+        console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
+        accelerator=accel_name, root=root)
+    note(f"building stage {stage.name} with packer ({accel_name}); log: {build.logfile}")
+    packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
+                       logfile=build.logfile, watch=dog, watch_interval=dog.interval)
 
 
 @task_action
@@ -144,7 +176,7 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
               "--require-hashes", "--only-binary=:all:", "-r", str(requirements), "-d", str(dest)],
              logfile=logfile)
     shutil.copyfile(requirements, dest / "requirements.txt")
-    wheels = {wheel.name: "sha256:" + manifest.file_sha256(wheel) for wheel in sorted(dest.glob("*.whl"))}
+    wheels = {wheel.name: checker.hash_file(wheel)[0] for wheel in sorted(dest.glob("*.whl"))}
     tmp = manifest_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"requirements": str(requirements), "wheels": wheels}, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, manifest_file)
@@ -152,14 +184,13 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
 
 @task_action
 def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None,
-                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, records: Path,
-                  reports: Path) -> None:
+                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Path) -> None:
     """Flatten and compress the chain into the final image and write its manifest."""
     from vaultdoit import final, manifest
 
     def make_manifest(image: Path, digest: str) -> str:
         data = manifest.build(image=image, sha256=digest, compression=cfg.compression, chain=list(chain),
-                              root=root, records=records, reports=reports)
+                              root=root, reports=reports)
         data["image"]["name"] = out.name
         return manifest.dump(data)
 

@@ -12,6 +12,8 @@ import io
 import os
 from pathlib import Path
 
+from vaultdoit.ansible_paths import PLUGIN_SETTINGS
+
 # Ours first; the project's settings are merged over them (a team can turn any off).
 DEFAULTS: dict[str, dict[str, str]] = {
     "defaults": {
@@ -27,10 +29,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
 }
 
 # Settings that hold paths relative to the file they are written in.
-PATH_KEYS = {("defaults", "roles_path"), ("defaults", "collections_path"), ("defaults", "collections_paths"),
-             ("defaults", "library"), ("defaults", "module_utils"), ("defaults", "filter_plugins"),
-             ("defaults", "callback_plugins"), ("defaults", "inventory"), ("defaults", "vault_password_file"),
-             ("defaults", "log_path")}
+PATH_KEYS = {("defaults", key) for key in (
+    "roles_path", "collections_path", "collections_paths", "inventory", "vault_password_file", "log_path",
+    *PLUGIN_SETTINGS)}
 
 
 def render(user_cfg: Path | None, facts_dir: Path) -> str:
@@ -40,7 +41,8 @@ def render(user_cfg: Path | None, facts_dir: Path) -> str:
     parser.read_dict(DEFAULTS)
     parser.set("defaults", "fact_caching_connection", str(facts_dir))
     if user_cfg is not None:
-        user = configparser.ConfigParser(interpolation=None)
+        # ansible-core's INI dialect: ';' starts an inline comment (it must not become part of a path).
+        user = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
         user.optionxform = str  # type: ignore[assignment,method-assign]
         user.read(user_cfg)
         for section in user.sections():

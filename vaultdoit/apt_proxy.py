@@ -19,8 +19,8 @@ from pathlib import Path
 
 from vaultdoit import proc
 from vaultdoit.errors import VaultError
+from vaultdoit.model import DEFAULT_APT_PORT, GUEST_HOST
 
-GUEST_HOST = "10.0.2.2"  # the host's loopback as seen from QEMU user networking
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 
@@ -29,7 +29,7 @@ class AptProxy:
     """Where our apt-cacher-ng lives and listens."""
 
     root: Path  # cache/apt
-    port: int = 3142
+    port: int = DEFAULT_APT_PORT
 
     @property
     def conf_dir(self) -> Path:
@@ -224,20 +224,3 @@ def disk_usage(folder: Path) -> tuple[int, int]:
             except OSError:
                 pass
     return total, files
-
-
-def managed(setting: str, root: Path, port: int) -> AptProxy | None:
-    """Our instance when the project uses one (``auto`` and apt-cacher-ng installed)."""
-    if setting != "auto":
-        return None
-    return AptProxy(root, port) if shutil.which("apt-cacher-ng") else None
-
-
-def urls(setting: str, root: Path, port: int) -> tuple[str | None, str | None]:
-    """(URL for the host, URL for guests) of the proxy the build uses, or (None, None)."""
-    proxy = managed(setting, root, port)
-    if proxy is not None:
-        return proxy.host_url, proxy.guest_url
-    if setting.startswith(("http://", "https://")):
-        return setting, setting
-    return None, None

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import apt_proxy
+from vaultdoit import apt_proxy, owned
 from vaultdoit.plan import Project, wheel_manifest
 
 
@@ -30,10 +30,9 @@ def collect(project: Project) -> dict[str, Any]:
     apt["all_time"] = {"upstream_bytes": total.upstream_bytes, "served_bytes": total.served_bytes}
     stages = {}
     for stage in project.stages:
-        record = cfg.state_dir / "stages" / f"{stage.name}.json"
-        if record.exists():
-            data = json.loads(record.read_text())
-            if "apt" in data:
+        data = owned.read_marker(stage.output.parent)
+        if data is not None:
+            if data.get("apt"):
                 stages[stage.name] = {**data["apt"], "finished": data.get("finished")}
     apt["last_build_per_stage"] = stages
     return {
@@ -65,3 +64,21 @@ def render(report: dict[str, Any]) -> str:
         c = report[key]
         lines.append(f"{key:<7} {c['path']}: {_mib(c['bytes'])}, {c['files']} files")
     return "\n".join(lines)
+
+
+def verify(project: Project) -> list[tuple[Path, str | None]]:
+    """Re-hash the ISO store and the wheelhouse: (file, problem or None) for each file."""
+    from vaultdoit import checker, iso_store
+
+    cfg = project.config
+    results = iso_store.verify_all(cfg.cache_dir / "isos")
+    manifest = wheel_manifest(cfg)
+    if manifest.is_file():
+        for name, digest in sorted(json.loads(manifest.read_text()).get("wheels", {}).items()):
+            wheel = manifest.parent / name
+            if not wheel.is_file():
+                results.append((wheel, "missing"))
+                continue
+            got = checker.hash_file(wheel)[0]
+            results.append((wheel, None if got == digest else f"expected {digest}, got {got}"))
+    return results

@@ -145,6 +145,22 @@ def cache_status(obj: dict[str, object], as_json: bool) -> None:
         click.echo(json_mod.dumps(report, indent=2, sort_keys=True) if as_json else cache_report.render(report))
 
 
+@cache.command("verify")
+@click.pass_obj
+def cache_verify(obj: dict[str, object]) -> None:
+    """Re-hash every file of the ISO store and the wheelhouse against what was verified."""
+    from vaultdoit import cache_report
+
+    with exit_on_error(bool(obj["debug"])):
+        results = cache_report.verify(_project(obj))
+        for path, problem in results:
+            click.echo(f"{'ok  ' if problem is None else 'FAIL'}  {path}" + (f": {problem}" if problem else ""))
+        bad = sum(problem is not None for _, problem in results)
+        click.echo(f"{len(results)} files checked, {bad} failed")
+        if bad:
+            sys.exit(EXIT_FAILED)
+
+
 @cache.command("stop")
 @click.pass_obj
 def cache_stop(obj: dict[str, object]) -> None:
@@ -155,6 +171,45 @@ def cache_stop(obj: dict[str, object]) -> None:
         cfg = _project(obj).config
         proxy = apt_proxy.AptProxy(cfg.cache_dir / "apt", cfg.apt_proxy_port)
         click.echo("stopped apt-cacher-ng" if apt_proxy.stop(proxy) else "apt-cacher-ng was not running")
+
+
+@cli.command()
+@click.pass_obj
+def repair(obj: dict[str, object]) -> None:
+    """Rebuild doit's dependency database from the records beside the stage images.
+
+    Use it when the database is damaged or lost: a task whose outputs were built
+    from exactly today's inputs stays up to date; the others run on the next build.
+    No image is deleted.
+    """
+    from vaultdoit import state
+
+    with exit_on_error(bool(obj["debug"])):
+        results = state.repair(_project(obj))
+        for name, reason in results:
+            click.echo(f"{name}: {'up to date' if reason is None else 'will run: ' + reason}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def doctor(obj: dict[str, object], as_json: bool) -> None:
+    """Check this host: tools, accelerator, disk space, write permissions, the APT proxy's port.
+
+    Exits 1 when a build cannot work here.
+    """
+    from vaultdoit import doctor as doctor_mod
+    from vaultdoit.errors import ConfigError
+
+    with exit_on_error(bool(obj["debug"])):
+        try:
+            root: Path | None = _root(obj["directory"])  # type: ignore[arg-type]
+        except ConfigError:
+            root = None  # the host checks still run
+        checks = doctor_mod.run(doctor_mod.context(root, obj["profile"]))  # type: ignore[arg-type]
+        click.echo(doctor_mod.to_json(checks) if as_json else doctor_mod.render(checks))
+    if doctor_mod.failed(checks):
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command()
@@ -172,6 +227,57 @@ def init(directory: Path, force: bool) -> None:
             click.echo(f"wrote {dodo}; now put your *.pkr.hcl templates in {directory / 'packer'}/")
         else:
             click.echo(f"wrote {dodo}; try `doit list`")
+
+
+# --- vaultdoit scan: the offline leak scan of an image (vaultdoit/scan.py) ---------------------
+
+
+@cli.command("scan")
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--build-key", "build_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key the build logged in with (besides the project's); repeatable.")
+@click.option("--access-key", "access_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key the image may authorize (besides the project's); repeatable.")
+@click.option("--proxy", "proxies", multiple=True, metavar="HOST:PORT",
+              help="Address of a proxy the build used (besides the project's APT proxy); repeatable.")
+@click.option("--no-project", is_flag=True, help="Ignore the project's keys and proxy: generic checks only.")
+@click.option("--tmpdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the image is unpacked while it is read (default: $TMPDIR); needs twice its used size.")
+@click.pass_obj
+def scan_image(obj: dict[str, object], image: Path, build_keys: tuple[Path, ...], access_keys: tuple[Path, ...],
+               proxies: tuple[str, ...], no_project: bool, tmpdir: Path | None) -> None:
+    """Read IMAGE offline (never booted) and fail on anything of the build in it.
+
+    One line per finding (path in the image: what), then a summary. Exit 1 on
+    findings, 2 when a volume cannot be read (LVM, an unknown file system).
+    """
+    from vaultdoit import config, leaks, scan
+    from vaultdoit.errors import ConfigError
+
+    with exit_on_error(bool(obj["debug"])):
+        secrets, notes = leaks.Secrets(), list[str]()
+        if not no_project:
+            try:
+                cfg = config.load(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+                secrets, notes = leaks.project_secrets(cfg)
+            except ConfigError:
+                if obj["directory"] or obj["profile"]:
+                    raise
+                notes.append("no project here: generic checks only (or give --build-key, --access-key, --proxy)")
+        secrets = secrets.plus(build=[leaks.read_public_key(p) for p in build_keys],
+                               access=[leaks.read_public_key(p) for p in access_keys], proxies=proxies)
+        report = scan.scan(image, secrets, tmpdir=tmpdir)
+        for line in notes + report.notes:
+            click.echo(f"note: {line}", err=True)
+        for finding in report.findings:
+            click.echo(str(finding))
+        for line in report.unreadable:
+            click.echo(f"vaultdoit: error: {line}", err=True)
+        click.echo(report.summary())
+    if report.unreadable:
+        sys.exit(EXIT_USER)
+    if report.findings:
+        sys.exit(EXIT_FAILED)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import checker, config, plan
+from vaultdoit import checker, config, plan, state
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
@@ -38,15 +38,17 @@ def setup(dodo_file: str) -> dict[str, Any]:
     root = Path(dodo_file).resolve().parent
     with exit_on_error():
         proj = project(root, _profile_arg())
-    cfg = proj.config
-    # doit opens its dependency DB before running any task: the folder must exist.
-    # This is the one write at load time, and it only creates an empty folder.
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg = proj.config
+        # doit opens its dependency DB before running any task: the folder must exist.
+        # This is the one write at load time, and it only creates an empty folder.
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # A damaged DB would be a traceback from doit: say how to repair it instead.
+        state.check_db(cfg.state_dir / state.DB_NAME)
     for warning in proj.warnings:
         print(f"vaultdoit: warning: {warning}", file=sys.stderr)
     doit_config = {
         "default_tasks": ["final_image", "verify"],
-        "dep_file": str(cfg.state_dir / "doit.sqlite3"),
+        "dep_file": str(cfg.state_dir / state.DB_NAME),
         "backend": "sqlite3",
         "check_file_uptodate": checker.make_checker(digests(proj)),
         "par_type": "thread",  # the work is subprocesses; threads are enough

@@ -67,3 +67,7 @@ class ArtifactError(VaultError):
 
 class BootError(VaultError):
     """An image could not be booted far enough to test it."""
+
+
+class ScanError(VaultError):
+    """An image (or a key to look for) cannot be read as the leak scan was asked."""

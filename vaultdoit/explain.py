@@ -5,6 +5,7 @@ Reads the same dependency DB and checker that `doit` uses, never writes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from doit.task import Task
 from vaultdoit import checker
 from vaultdoit.errors import ConfigError
 from vaultdoit.plan import Project, load_project
+from vaultdoit.state import DB_NAME
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 from vaultdoit.uptodate import settings_changed, settings_diff
@@ -43,16 +45,23 @@ def _tasks(proj: Project) -> dict[str, Task]:
 
 
 def _rel(proj: Project, path: str) -> str:
-    return os.path.relpath(path, proj.config.root)
+    # Task paths are already relative to the project (see tasks.common.rel).
+    return path if not os.path.isabs(path) else os.path.relpath(path, proj.config.root)
 
 
 def explain_all(root: Path, profile: str | None = None) -> list[Explanation]:
     """Explanations for every task, in build order (parents first)."""
     proj = load_project(root, profile)
     tasks = _tasks(proj)
-    dep_file = proj.config.state_dir / "doit.sqlite3"
+    dep_file = proj.config.state_dir / DB_NAME
     if not dep_file.exists():
         return [Explanation(name, t.doc or "", True, ["never built (no build state yet)"]) for name, t in tasks.items()]
+    # doit runs in the project folder and records paths relative to it: check from there.
+    with contextlib.chdir(proj.config.root):
+        return _explain(proj, tasks, dep_file)
+
+
+def _explain(proj: Project, tasks: dict[str, Task], dep_file: Path) -> list[Explanation]:
     deps = Dependency(SqliteDB, str(dep_file), checker_cls=checker.make_checker(digests(proj)))
     producer = {target: name for name, t in tasks.items() for target in t.targets}
     runs: dict[str, bool] = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 from vaultdoit import proc, qemu_img
 from vaultdoit.config import FinalConfig
 from vaultdoit.errors import ArtifactError
-from vaultdoit.manifest import file_sha256
+from vaultdoit.checker import hash_file
 
 
 def convert_argv(top: Path, out: Path, cfg: FinalConfig) -> list[str]:
@@ -52,7 +52,7 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
         data = qemu_img.info(tmp)
         if data.get("backing-filename"):
             raise ArtifactError("flattened image still has a backing file", file=tmp)
-        digest = file_sha256(tmp)
+        digest = hash_file(tmp)[0].split(":", 1)[1]
         (scratch / "sha256").write_text(f"{digest}  {out.name}\n")
         pairs: list[tuple[Path, Path]] = []
         if kernel is not None:

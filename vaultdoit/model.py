@@ -94,3 +94,55 @@ class Stage:
     extra_outputs: tuple[Path, ...] = ()  # e.g. kernel and initrd of a bootstrapped base
     iso: tuple[str, str, Path] | None = None  # (iso_url, iso_checksum, its place in the ISO store)
     doc: str = ""
+    # A downloaded disk image the stage's overlay is backed by (a cloud image as the chain's root).
+    root_image: Path | None = None
+    # Inputs that are missing: errors of building this stage (listing the project still works).
+    problems: tuple[str, ...] = ()
+
+
+GUEST_HOST = "10.0.2.2"  # the host's loopback as seen from QEMU user networking
+# The build's own apt-cacher-ng: not the distribution's 3142 (its service may hold that port),
+# and below 32768 (apt-cacher-ng 3.7 cannot bind ports from 32768 up).
+DEFAULT_APT_PORT = 31420
+
+
+@dataclass(frozen=True)
+class AptRoute:
+    """The APT proxy a build uses, resolved once when the project is planned."""
+
+    host_url: str | None = None  # for tools on the host (mmdebstrap)
+    guest_url: str | None = None  # for build VMs (QEMU user networking)
+    managed_root: Path | None = None  # cache/apt when the proxy is the build's own apt-cacher-ng
+    managed_port: int = 0
+
+
+@dataclass(frozen=True)
+class StageBuild:
+    """Everything one stage build needs, planned before it runs (the action's only argument)."""
+
+    stage: Stage
+    ancestors: tuple[Stage, ...]  # base first; the last one is the parent
+    root: Path
+    state_dir: Path
+    logfile: Path
+    digests: Path  # the checker's digest sidecar
+    apt: AptRoute = AptRoute()
+    # Packer stages only:
+    var_files: tuple[Path, ...] = ()
+    variables: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    accelerator: str = "auto"
+    ansible_cfg: Path | None = None
+    stall_timeout: float = 0.0  # 0: the stage decides
+    probe: Any = None  # vaultdoit.accel.ProbeSpec: the kernels the accelerator probe may boot
+    # Bootstrapped stages only: the bootstrap's own spec (vaultdoit.bootstrap.BootstrapSpec).
+    bootstrap: Any = None
+    workdir: Path | None = None
+
+    @property
+    def parent(self) -> Stage | None:
+        return self.ancestors[-1] if self.ancestors else None
+
+    @property
+    def backing(self) -> Path | None:
+        """What the stage's image is an overlay on: the parent's image, a root image, or nothing."""
+        return self.parent.output if self.parent is not None else self.stage.root_image

@@ -8,11 +8,12 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import proc, qemu_img
+from vaultdoit import owned, proc, qemu_img
+from vaultdoit.errors import VaultError
 from vaultdoit.model import PackerConfig, Stage
 
 SHIM = """#!/bin/sh
@@ -47,6 +48,16 @@ def packer_version() -> tuple[int, ...]:
 def qemu_img_version() -> tuple[int, ...]:
     """Installed qemu-img version, e.g. (7, 2, 22)."""
     return _version(proc.run(["qemu-img", "--version"], capture=True))
+
+
+@functools.cache
+def tool_version(program: str) -> str:
+    """``program --version``'s first version number as text ("1.3.5"), or "unknown"."""
+    try:
+        text = proc.run([program, "--version"], capture=True)
+    except VaultError:
+        return "unknown"
+    return ".".join(map(str, _version(text)))
 
 
 def needs_backing_format_shim(packer: tuple[int, ...], qemu: tuple[int, ...]) -> bool:
@@ -129,16 +140,22 @@ def recover(state_dir: Path, stage: Stage) -> None:
     marker.unlink()
 
 
-def build_stage(stage: Stage, parent: Path | None, *, argv: Sequence[str], env: Mapping[str, str],
-                cwd: Path, state_dir: Path, logfile: Path) -> None:
+def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env: Mapping[str, str],
+                cwd: Path, state_dir: Path, logfile: Path, watch: Callable[[], str | None] | None = None,
+                watch_interval: float = 5.0) -> None:
     """Run Packer for ``stage`` so that its image appears complete or not at all.
 
     Packer writes into the template's output_directory and refuses an existing
     one, so the previous image's folder is moved aside first and put back if
     the build fails or is interrupted. A marker file covers a hard kill: the
-    next run sees it, restores the previous image and rebuilds.
+    next run sees it, restores the previous image and rebuilds. ``backing`` is
+    what the new image must be an overlay on (the parent's image or a root image).
+    ``watch`` (the stall watchdog) is called every ``watch_interval`` s while Packer runs.
     """
     folder = stage.output.parent
+    if not owned.is_ours(folder, cwd):
+        raise VaultError("this folder was not made by a stage build; building would replace it",
+                         file=folder, hint="point output_directory at a new folder or move this one away")
     prev = _prev(folder)
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
@@ -149,11 +166,11 @@ def build_stage(stage: Stage, parent: Path | None, *, argv: Sequence[str], env: 
         os.replace(folder, prev)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
-        proc.run(argv, logfile=logfile, env=env, cwd=cwd, echo=True)
+        proc.run(argv, logfile=logfile, env=env, cwd=cwd, echo=True, watch=watch, watch_interval=watch_interval)
         # `-only` matching nothing exits 0 having built nothing: check the artifact.
-        qemu_img.check_stage(stage.output, parent)
-        if parent is not None:
-            qemu_img.rebase_relative(stage.output, parent, logfile=logfile)
+        qemu_img.check_stage(stage.output, backing)
+        if backing is not None:
+            qemu_img.rebase_relative(stage.output, backing, logfile=logfile)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         if prev.exists():

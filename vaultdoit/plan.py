@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaultdoit import config as config_mod
-from vaultdoit import hcl, playbook
+from vaultdoit import hcl, keys, owned, playbook
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
-from vaultdoit.errors import ConfigError, GraphError
-from vaultdoit.iso_store import file_name
-from vaultdoit.model import PackerConfig, PackerSource, Stage
+from vaultdoit.errors import ConfigError, GraphError, VaultError
+from vaultdoit.inputs import Collector
+from vaultdoit.iso_store import check_spec, file_name
+from vaultdoit.model import GUEST_HOST, AptRoute, PackerConfig, PackerSource, Stage, Unknown
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -46,6 +48,7 @@ class Project:
     stages: tuple[Stage, ...]  # parents before children
     top: Stage
     warnings: tuple[str, ...] = ()
+    apt: AptRoute = AptRoute()  # the APT proxy the builds use
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -123,8 +126,18 @@ def _bootstrap_stages(cfg: ProjectConfig) -> list[Stage]:
     return stages
 
 
-def _image_settings(source: PackerSource, root: Path) -> dict[str, Any]:
-    """The resolved values that decide a Packer stage's image (its cache key)."""
+def secrets(packer_cfg: PackerConfig) -> list[str]:
+    """Values of the template's sensitive variables: never stored in clear anywhere."""
+    values = [packer_cfg.variables.get(name) for name in packer_cfg.sensitive]
+    return [v if isinstance(v, str) else keys.canonical(v) for v in values if v not in (None, "")]
+
+
+def _image_settings(source: PackerSource, root: Path, hidden: list[str]) -> dict[str, Any]:
+    """The resolved values that decide a Packer stage's image (its cache key).
+
+    Paths inside the project are written relative to it and secrets as digests,
+    so the key is the same wherever the project lives and reveals nothing.
+    """
     attrs = {k: v for k, v in sorted(source.attrs.items()) if k not in RUNTIME_ATTRS}
     provisioners = [
         {"type": p.type,
@@ -133,7 +146,7 @@ def _image_settings(source: PackerSource, root: Path) -> dict[str, Any]:
          "settings": {k: v for k, v in sorted(p.settings.items()) if k not in ("playbook_file", "extra_arguments")}}
         for p in source.provisioners
     ]
-    return {"source": attrs, "provisioners": provisioners}
+    return keys.normalize({"source": attrs, "provisioners": provisioners}, root, hidden)
 
 
 def _extra_vars(args: tuple[str, ...]) -> dict[str, str]:
@@ -158,76 +171,78 @@ def _argument_paths(args: tuple[str, ...], root: Path) -> list[Path]:
     return found
 
 
-def _output(root: Path, source: PackerSource) -> Path:
-    return _norm(root / str(source.attrs["output_directory"]) / str(source.attrs["vm_name"]))
+def _output(cfg: ProjectConfig, source: PackerSource) -> Path:
+    """The stage's image, after checking that its folder is one vaultdoit may replace."""
+    folder = _norm(cfg.root / str(source.attrs["output_directory"]))
+    owned.check_output_folder(folder, cfg, what="output_directory", file=source.where or source.file)
+    return folder / str(source.attrs["vm_name"])
 
 
 def _iso_input(cfg: ProjectConfig, source: PackerSource, out: Path, outputs: dict[Path, str],
-               inputs: set[Path], warnings: list[str]) -> tuple[str | None, tuple[str, str, Path] | None]:
+               found: Collector, warnings: list[str]) -> tuple[str | None, tuple[str, str, Path] | None]:
     """Read ``iso_url``: (parent stage, ISO-store entry); a local image becomes an input."""
     root = cfg.root
-    iso_url = str(source.attrs.get("iso_url", ""))
-    iso = _local_path(root, iso_url)
+    raw = source.attrs.get("iso_url")
+    if raw is None and isinstance(source.attrs.get("iso_urls"), list) and source.attrs["iso_urls"]:
+        raw = source.attrs["iso_urls"][0]  # Packer tries them in order; the first decides the key
     what = f'source "qemu" "{source.name}"'
+    if isinstance(raw, Unknown) or raw is None or not str(raw).strip():
+        raise GraphError(f"{what}: iso_url is {'empty' if raw is not None else 'not set'}",
+                         file=source.where or source.file, hint="set iso_url to an image file or URL")
+    iso_url = str(raw)
+    checksum = source.attrs.get("iso_checksum", "none")
+    problem = check_spec(str(checksum)) if not isinstance(checksum, Unknown) else None
+    if problem:
+        # Refused before anything is downloaded.
+        raise GraphError(f"{what}: iso_checksum {checksum!r}: {problem}", file=source.where or source.file,
+                         hint='write "sha256:<hex>", "file:<url of a SHA256SUMS list>" or "none"')
+    iso = _local_path(root, iso_url)
     if iso is None or (iso_url.startswith("file://") and not _inside(_norm(iso), root)):
         # Remote (or outside the project): fetched into the ISO store by cache:iso-<file>.
         cached = cfg.cache_dir / "isos" / file_name(iso_url)
-        inputs.add(cached)
+        found.found.files.add(cached)
         if "iso_url" not in source.attr_vars:
-            warnings.append(f"{source.file}: {what}: iso_url is not a lone var.*, so Packer downloads it "
-                            "itself; write iso_url = var.iso_url to use the ISO store")
+            warnings.append(f"{source.where or source.file}: {what}: iso_url is not a lone var.*, so Packer "
+                            "downloads it itself; write iso_url = var.iso_url to use the ISO store")
         return None, (iso_url, str(source.attrs.get("iso_checksum", "none")), cached)
     iso = _norm(iso)
     if iso in outputs and outputs[iso] != source.name:
         return outputs[iso], None
     if iso == out:
-        raise GraphError(f"{what}: iso_url is its own output", file=source.file,
+        raise GraphError(f"{what}: iso_url is its own output", file=source.where or source.file,
                          hint="point iso_url at the parent stage's image")
     if _inside(iso, _norm(root / "build")):
         raise GraphError(f"{what}: iso_url {os.path.relpath(iso, root)} is not built by any stage",
-                         file=source.file, hint="fix iso_url or add the stage that builds it")
-    if not iso.is_file():
-        raise GraphError(f"{what}: iso_url {iso} does not exist", file=source.file,
-                         hint="put the file there or fix iso_url")
-    inputs.add(iso)
+                         file=source.where or source.file, hint="fix iso_url or add the stage that builds it")
+    found.add(iso_url, "iso_url", source.where, folder_ok=False)
     return None, None
 
 
-def _qemuargs_inputs(source: PackerSource, root: Path, extra_outputs: frozenset[Path]) -> set[Path]:
-    """Files named in qemuargs (kernel, initrd), including those another stage produces."""
-    found: set[Path] = set()
-    for arg in source.attrs.get("qemuargs") or []:
-        for value in arg if isinstance(arg, list) else [arg]:
-            text = str(value)
-            if text.startswith("-") or URL.match(text) or "," in text or "=" in text:
-                continue
-            candidate = _norm(root / text)
-            if candidate.is_file() or candidate in extra_outputs:
-                found.add(candidate)
-    return found
-
-
-def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, warnings: list[str]) -> set[Path]:
-    """Playbook closures, plus files handed to the playbooks as --extra-vars paths."""
+def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collector,
+                        warnings: list[str]) -> None:
+    """Every provisioner's files: playbook closures, scripts, uploads, files handed to Ansible."""
     wheel_dir = _norm(cfg.cache_dir / "wheels")
     # Files the keys task makes: depend on them even before they exist.
     generated = {_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k))}
-    found: set[Path] = set()
-    for prov in source.provisioners:
+    for index, prov in enumerate(source.provisioners):
+        found.provisioner(prov, index)
         if prov.playbook_file is None:
             continue
-        closure = playbook.playbook_closure(prov.playbook_file, ansible_cfg=cfg.ansible_cfg,
-                                            extra_vars=_extra_vars(prov.extra_arguments))
-        found |= set(closure.files)
+        if not prov.playbook_file.is_file():
+            found.add(str(prov.playbook_file), f"provisioner {index + 1} (ansible) playbook_file", prov.where)
+            continue
+        closure = playbook.playbook_closure(
+            prov.playbook_file, ansible_cfg=cfg.ansible_cfg,
+            extra_vars=_extra_vars(prov.extra_arguments))
+        found.found.files |= set(closure.files)
         warnings.extend(closure.warnings)
         for path in _argument_paths(prov.extra_arguments, cfg.root):
             if path == wheel_dir:
-                found.add(wheel_manifest(cfg))
+                found.found.files.add(wheel_manifest(cfg))
             elif path in generated or path.is_file():
-                found.add(path)
-    if cfg.ansible_cfg is not None and source.provisioners:
-        found.add(cfg.ansible_cfg)
-    return found
+                found.found.files.add(path)
+    if cfg.ansible_cfg is not None and any(p.type in ("ansible", "ansible-local") for p in source.provisioners):
+        found.found.files.add(cfg.ansible_cfg)
 
 
 def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: dict[Path, str],
@@ -236,28 +251,40 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
     warnings: list[str] = []
     outputs = dict(known_outputs)
     for source in packer_cfg.sources:
-        out = _output(root, source)
+        out = _output(cfg, source)
         if out in outputs:
             raise GraphError(f'stages "{outputs[out]}" and "{source.name}" both write {os.path.relpath(out, root)}',
-                             file=source.file, hint="give each stage its own output_directory/vm_name")
+                             file=source.where or source.file,
+                             hint="give each stage its own output_directory/vm_name")
         outputs[out] = source.name
+    owned.check_disjoint(outputs, root, keep=(cfg.state_dir, cfg.cache_dir, cfg.root / "build" / "keys"))
+    hidden = secrets(packer_cfg)
     stages: list[Stage] = []
     for source in packer_cfg.sources:
-        out = _output(root, source)
+        out = _output(cfg, source)
         # Templates count by their resolved meaning (the settings), not their bytes:
         # reformatting a file or editing another stage's block rebuilds nothing.
-        inputs: set[Path] = set()
-        parent, store = _iso_input(cfg, source, out, outputs, inputs, warnings)
-        inputs |= _qemuargs_inputs(source, root, extra_outputs)
-        inputs |= _provisioner_inputs(cfg, source, warnings)
-        inputs.discard(out)
+        found = Collector(root, f'stage "{source.name}"')
+        parent, store = _iso_input(cfg, source, out, outputs, found, warnings)
+        found.source(source)
+        found.qemuargs(source, extra_outputs)
+        _provisioner_inputs(cfg, source, found, warnings)
+        warnings.extend(found.found.warnings)
+        inputs = found.found.files - {out}
         stages.append(Stage(
             name=source.name, kind="packer", output=out, parent=parent,
-            inputs=tuple(sorted(inputs)), settings=_image_settings(source, root),
+            inputs=tuple(sorted(inputs)), settings=_image_settings(source, root, hidden),
             source=source, packer=packer_cfg, iso=store,
+            root_image=store[2] if store and _backed(source) else None,
+            problems=tuple(dict.fromkeys(found.found.problems)),
             doc=f"packer build {source.only} ({os.path.relpath(source.file, root)})",
         ))
     return stages, warnings
+
+
+def _backed(source: PackerSource) -> bool:
+    """A disk-image source with use_backing_file: its overlay is backed by the file at iso_url."""
+    return source.attrs.get("disk_image") is True and source.attrs.get("use_backing_file") is True
 
 
 def _order(stages: list[Stage]) -> list[Stage]:
@@ -298,6 +325,7 @@ def load_project(root: Path, profile: str | None = None) -> Project:
         raise GraphError('no stages: no build block builds a source "qemu"', file=cfg.packer_dir,
                          hint="add a qemu source and a build block, or check packer_dir")
     ordered = _order(stages)
+    config_mod.check_stage_names(cfg, [s.name for s in ordered])
     children = {s.parent for s in ordered if s.parent}
     leaves = [s for s in ordered if s.name not in children]
     if cfg.top:
@@ -312,4 +340,19 @@ def load_project(root: Path, profile: str | None = None) -> Project:
         raise GraphError("several top stages: " + ", ".join(s.name for s in leaves),
                          file=root / config_mod.CONFIG_FILE, hint='set top = "<stage>" in vault.toml')
     return Project(config=cfg, packer=packer_cfg, stages=tuple(ordered), top=top,
-                   warnings=tuple(dict.fromkeys(warnings)))
+                   warnings=tuple(dict.fromkeys(warnings)), apt=_apt_route(cfg, packer_cfg))
+
+
+def _apt_route(cfg: ProjectConfig, packer_cfg: PackerConfig | None) -> AptRoute:
+    """The APT proxy of the builds: the build's own apt-cacher-ng (``auto``, when installed and
+    some stage can take a proxy), an external proxy URL, or none."""
+    uses_apt = bool(cfg.bootstraps) or (packer_cfg is not None and "apt_proxy" in packer_cfg.variables)
+    if not uses_apt or cfg.apt_proxy == "off":
+        return AptRoute()
+    if cfg.apt_proxy == "auto":
+        if shutil.which("apt-cacher-ng") is None:
+            return AptRoute()
+        return AptRoute(host_url=f"http://127.0.0.1:{cfg.apt_proxy_port}",
+                        guest_url=f"http://{GUEST_HOST}:{cfg.apt_proxy_port}",
+                        managed_root=cfg.cache_dir / "apt", managed_port=cfg.apt_proxy_port)
+    return AptRoute(host_url=cfg.apt_proxy, guest_url=cfg.apt_proxy)

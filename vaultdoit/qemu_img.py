@@ -47,7 +47,8 @@ def rebase_relative(image: Path, parent: Path, *, logfile: Path | None = None) -
 
 
 def check_stage(image: Path, parent: Path | None, fmt: str = "qcow2") -> None:
-    """Raise ArtifactError unless ``image`` exists with the format and backing file promised."""
+    """Raise ArtifactError unless ``image`` exists with the format and backing file promised
+    (``parent``: the parent stage's image, or the downloaded image a first stage is built on)."""
     if not image.is_file():
         raise ArtifactError("the build finished but did not produce this image", file=image,
                             hint="check output_directory/vm_name in the template and the build log")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,16 +9,9 @@ from typing import Any
 
 from doit.task import Task
 
+from vaultdoit.keys import canonical
+
 SETTINGS_KEY = "settings:{ident}"
-
-
-def canonical(settings: Any) -> str:
-    """Stable JSON text of ``settings`` (sorted keys, paths as strings)."""
-    return json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
-
-
-def digest(settings: Any) -> str:
-    return hashlib.sha256(canonical(settings).encode()).hexdigest()
 
 
 class settings_changed:

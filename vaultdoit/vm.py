@@ -23,8 +23,8 @@ from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 
-from vaultdoit import accel, proc
-from vaultdoit.errors import BootError
+from vaultdoit import accel, proc, watchdog
+from vaultdoit.errors import BootError, Stalled
 
 DEFAULT_APPEND = "root=/dev/vda rw console=ttyS0"
 QMP_CONNECT_TIMEOUT = 30.0  # QEMU creates its QMP socket within a second; 30 s covers a loaded host
@@ -63,6 +63,13 @@ class BootSpec:
     shutdown_timeout: float = 120.0
     check_timeout: float = 300.0  # per check, including `systemctl is-system-running --wait`
     log_dir: Path  # serial.log, qemu.log and ssh.log go here
+    probe: accel.ProbeSpec | None = None  # for accelerator = "auto" (default: probe with ``kernel``)
+    stall_timeout: float = 0.0  # no console output and no sshd for this long stops the boot; 0 = automatic
+
+    def stall_seconds(self) -> float:
+        """The stall timeout: as set, else short for a kernel whose console is the serial port."""
+        direct = self.kernel is not None and "console=ttyS" in self.append
+        return watchdog.timeout_for(self.stall_timeout, watchdog.DIRECT_BOOT if direct else watchdog.DISK_IMAGE)
 
 
 @dataclass(frozen=True)
@@ -333,6 +340,8 @@ class _Session:
         """Seconds from QEMU's start to the first successful login; BootError if it never comes."""
         deadline = self.start + self.spec.boot_timeout
         console = _ConsoleWatch(self.serial_log)
+        stall = watchdog.Watchdog(label="verify", timeout=self.spec.stall_seconds(), console=self.serial_log,
+                                  accelerator=self.accel_name, vm="the boot-test VM")
         last_error = "sshd never answered"
         refused_since: float | None = None
         while True:
@@ -348,7 +357,11 @@ class _Session:
                     f"the guest did not answer SSH within {self.spec.boot_timeout:.0f} s "
                     f"(last: {_one_line(last_error, 200)}); serial log: {self.serial_log}",
                     file=self.spec.image, hint=f"read {self.serial_log} and {self.ssh_log}")
+            stalled = stall()
+            if stalled:
+                raise Stalled(stalled)
             if ssh_banner(self.port, timeout=min(5.0, remaining)):
+                stall.progress()
                 rc, out = self.ssh("true", timeout=min(SSH_ATTEMPT_TIMEOUT, max(remaining, 1.0)))
                 if rc == 0:
                     return time.monotonic() - self.start
@@ -408,7 +421,8 @@ def boot_test(spec: BootSpec) -> BootReport:
     image cannot be booted far enough to log in.
     """
     _check_inputs(spec)
-    accel_name = accel.choose(spec.accelerator)
+    accel_name = accel.choose(spec.accelerator,
+                              spec.probe or accel.ProbeSpec(kernels=(spec.kernel,) if spec.kernel else ()))
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     serial_log = spec.log_dir / "serial.log"
     qemu_log = spec.log_dir / "qemu.log"

@@ -10,7 +10,7 @@ from doit.tools import run_once
 
 from vaultdoit import actions, apt_proxy
 from vaultdoit.plan import Project, pubkey, wheel_manifest
-from vaultdoit.tasks.common import log
+from vaultdoit.tasks.common import log, rel, rels
 from vaultdoit.uptodate import settings_changed
 
 
@@ -22,7 +22,7 @@ def keys_task(project: Project) -> dict[str, Any]:
         "basename": "keys",
         "doc": "create the build and access SSH keys (once)",
         "actions": [(actions.make_keys, [keys, log(project, "keys")])],
-        "targets": [str(p) for k in keys for p in (k, pubkey(k))],
+        "targets": rels(project, [p for k in keys for p in (k, pubkey(k))]),
         "uptodate": [run_once],
     }
 
@@ -38,8 +38,8 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
         "doc": f"download the wheels pinned in {cfg.requirements.relative_to(cfg.root)} into cache/wheels",
         "actions": [(actions.download_wheels, [cfg.requirements, manifest.parent, manifest,
                                                log(project, "cache:wheels")])],
-        "file_dep": [str(cfg.requirements)],
-        "targets": [str(manifest)],
+        "file_dep": [rel(project, cfg.requirements)],
+        "targets": [rel(project, manifest)],
         "clean": True,
     }
 
@@ -61,27 +61,21 @@ def apt_proxy_task(project: Project) -> dict[str, Any] | None:
     }
 
 
-def uses_apt(project: Project) -> bool:
-    """Whether any stage can take a proxy: a bootstrap, or templates declaring ``apt_proxy``."""
-    return bool(project.config.bootstraps) or (
-        project.packer is not None and "apt_proxy" in project.packer.variables)
-
-
 def managed_proxy(project: Project) -> apt_proxy.AptProxy | None:
-    cfg = project.config
-    if not uses_apt(project):
-        return None
-    return apt_proxy.managed(cfg.apt_proxy, cfg.cache_dir / "apt", cfg.apt_proxy_port)
+    """The build's own apt-cacher-ng, when the project uses one."""
+    route = project.apt
+    return apt_proxy.AptProxy(route.managed_root, route.managed_port) if route.managed_root is not None else None
 
 
-def proxy_for_builds(project: Project) -> tuple[tuple[str | None, Any], tuple[str | None, Any]]:
-    """((host URL, proxy), (guest URL, proxy)) handed to the stage actions."""
-    cfg = project.config
-    if not uses_apt(project):
-        return (None, None), (None, None)
-    host, guest = apt_proxy.urls(cfg.apt_proxy, cfg.cache_dir / "apt", cfg.apt_proxy_port)
-    proxy = managed_proxy(project)
-    return (host, proxy), (guest, proxy)
+def unchanged(path: Path) -> Any:
+    """uptodate check: the ISO-store file is the one that was verified."""
+    def check() -> bool:
+        from vaultdoit import iso_store
+
+        return iso_store.is_verified(path) or not path.exists()
+
+    check.__name__ = f"verified({path.name})"
+    return check
 
 
 def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
@@ -96,9 +90,10 @@ def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
             "basename": f"cache:iso-{cached.name}",
             "doc": f"fetch {url} into cache/isos and verify it ({checksum.split(':')[0]})",
             "actions": [(actions.fetch_iso, [url, checksum, cached.parent])],
-            "targets": [str(cached)],
-            # The file is the cache: once present and verified it is never fetched again.
-            "uptodate": [settings_changed({"url": url, "checksum": checksum}, "iso")],
+            "targets": [rel(project, cached)],
+            # The file is the cache: once present and verified it is never fetched again,
+            # unless it changed since it was verified (then it is checked again).
+            "uptodate": [settings_changed({"url": url, "checksum": checksum}, "iso"), unchanged(cached)],
         }
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
+from vaultdoit.accel import ProbeSpec
+from vaultdoit.keys import relpath
 from vaultdoit.model import Stage
 from vaultdoit.plan import Project
+from vaultdoit.watchdog import qemuarg_values
 
 
 def log(project: Project, name: str) -> Path:
@@ -20,19 +25,39 @@ def digests(project: Project) -> Path:
     return project.config.state_dir / "digests.json"
 
 
-def record(project: Project, stage: Stage) -> Path:
-    """Build time and size of a stage's last build (read into the manifest)."""
-    return project.config.state_dir / "stages" / f"{stage.name}.json"
-
-
 def reports(project: Project) -> Path:
     """Where stages leave what they report about the image (package lists)."""
     return project.config.build_dir / "reports"
 
 
 def rel(project: Project, path: Path) -> str:
-    """``path`` relative to the project root, for messages."""
-    try:
-        return str(path.relative_to(project.config.root))
-    except ValueError:
-        return str(path)
+    """``path`` relative to the project root when inside it.
+
+    File dependencies and targets are given to doit in this form (doit runs in the
+    project folder), so its dependency records stay valid when the project moves.
+    """
+    return relpath(path, project.config.root)
+
+
+def rels(project: Project, paths: Iterable[Path]) -> list[str]:
+    return [rel(project, p) for p in paths]
+
+
+def probe_spec(project: Project, kernels: tuple[Path, ...] = ()) -> ProbeSpec:
+    """What the accelerator probe may boot (``kernels``, then every stage's kernel) and where it keeps its verdict."""
+    cfg = project.config
+    found = list(kernels)
+    for stage in project.stages:
+        if stage.source is not None:
+            found += [cfg.root / value for value in qemuarg_values(stage.source.attrs, "-kernel")]
+        # A bootstrapped base's kernel and initrd: the kernel comes first.
+        found += list(stage.extra_outputs[:1])
+    return ProbeSpec(kernels=tuple(dict.fromkeys(Path(os.path.normpath(p)) for p in found)),
+                     cache_dir=cfg.cache_dir / "probe")
+
+
+def stall_timeout(project: Project, stage: str | None = None) -> float:
+    """``stall_timeout`` for ``stage`` (its ``[stages.<name>]`` value, else the project's); 0 = automatic."""
+    cfg = project.config
+    value = cfg.stage_config(stage).stall_timeout if stage is not None else cfg.stall_timeout
+    return float(value or 0.0)

@@ -10,7 +10,7 @@ from typing import Any
 from vaultdoit import actions
 from vaultdoit.plan import Project
 from vaultdoit.final import manifest_path
-from vaultdoit.tasks.common import log, reports
+from vaultdoit.tasks.common import log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
 
 
@@ -37,18 +37,18 @@ def final_image_task(project: Project) -> dict[str, Any]:
     """Flatten the stage chain ending at the top stage into one compressed image."""
     cfg = project.config
     kernel, initrd = boot_files(project)
-    deps = [str(project.top.output), *(str(p) for p in (kernel, initrd) if p is not None)]
+    deps = rels(project, [project.top.output, *(p for p in (kernel, initrd) if p is not None)])
     return {
         "basename": "final_image",
         "doc": f"flatten stages {' -> '.join(s.name for s in project.chain())} into "
                f"build/final/{cfg.final_image.name} ({cfg.final.compression})",
         "actions": [(actions.flatten_image, [project.top.output, cfg.final_image], {
             "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, "final_image"),
-            "chain": project.chain(), "root": cfg.root, "records": cfg.state_dir / "stages",
+            "chain": project.chain(), "root": cfg.root,
             "reports": reports(project),
         })],
         "file_dep": deps,
-        "targets": [str(p) for p in final_outputs(project)],
+        "targets": rels(project, final_outputs(project)),
         # Compression settings decide the file but not the stages: only this task re-runs.
         "uptodate": [settings_changed(asdict(cfg.final), "final")],
         "clean": True,
@@ -74,14 +74,16 @@ def verify_task(project: Project) -> dict[str, Any]:
         checks=cfg.verify.checks,
         boot_timeout=cfg.verify.boot_timeout,
         log_dir=cfg.logs_dir / (cfg.profile or "") / "verify",
+        probe=probe_spec(project, (out.with_suffix(".vmlinuz"),) if kernel else ()),
+        stall_timeout=stall_timeout(project),
     )
     report = cfg.root / "build" / "reports" / f"verify-{cfg.image_name}.json"
     return {
         "basename": "verify",
         "doc": f"boot {out.name} on a throwaway snapshot and check it over SSH",
         "actions": [(actions.verify_image, [spec, report])],
-        "file_dep": [str(p) for p in final_outputs(project)],
-        "targets": [str(report)],
+        "file_dep": rels(project, final_outputs(project)),
+        "targets": [rel(project, report)],
         "uptodate": [settings_changed({"units": list(cfg.verify.units), "checks": list(cfg.verify.checks),
                                        "user": cfg.verify.user}, "verify")],
         "clean": True,

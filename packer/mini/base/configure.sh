@@ -48,6 +48,12 @@ systemctl enable ssh-hostkeys.service
 systemctl enable ssh.service
 rm -f /etc/ssh/ssh_host_*
 
+# The build boots keep their journal in RAM: nothing of the build is logged to
+# the image's disk. The final stage's cleanup removes this drop-in, so the
+# image's own journal is persistent from its first boot.
+mkdir -p /etc/systemd/journald.conf.d
+printf '[Journal]\nStorage=volatile\n' > /etc/systemd/journald.conf.d/90-vault-build.conf
+
 # Login prompt on the serial console for debugging boots.
 systemctl enable serial-getty@ttyS0.service
 apt-get clean
