@@ -399,6 +399,8 @@ SHARED = {"ansible.cfg", "group_vars/all.yml", "roles/image_common/defaults/main
         "roles/monitoring/tasks/main.yml",
         "roles/monitoring/templates/vault-monitor.service.j2",
         "roles/cleanup/tasks/main.yml",
+        "roles/cleanup/files/vault-build-cleanup",
+        "roles/cleanup/files/vault-build-cleanup.service",
     }),
 ])
 def test_the_repository_playbooks_read_exactly_their_own_files(playbook: str, extra_vars: dict[str, str],

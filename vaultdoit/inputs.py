@@ -278,6 +278,13 @@ def _qemu_paths(previous: str, text: str) -> list[str]:
     return found
 
 
+def extra_var_files(args: Iterable[str]) -> list[str]:
+    """Files passed to Ansible as ``-e @file`` / ``--extra-vars=@file``."""
+    words = [w for arg in args for w in str(arg).split()]
+    return [w[1:] if w.startswith("@") else w.split("=@", 1)[1] for w in words
+            if (w.startswith("@") and len(w) > 1) or (w.startswith("--extra-vars=@") and len(w) > 14)]
+
+
 def at_files(args: Iterable[str]) -> list[str]:
     """Files passed to Ansible as ``-e @file``/``--extra-vars=@file``, ``-i file`` and friends."""
     found: list[str] = []

@@ -18,9 +18,9 @@ from vaultdoit import hcl, keys, owned, playbook
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
-from vaultdoit.inputs import Collector
+from vaultdoit.inputs import Collector, extra_var_files
 from vaultdoit.iso_store import check_spec, file_name
-from vaultdoit.model import GUEST_HOST, AptRoute, PackerConfig, PackerSource, Stage, Unknown
+from vaultdoit.model import GUEST_HOST, AptRoute, PackerConfig, PackerSource, Provisioner, Stage, Unknown
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -218,9 +218,29 @@ def _iso_input(cfg: ProjectConfig, source: PackerSource, out: Path, outputs: dic
     return None, None
 
 
+def _existing(root: Path, values: Any) -> list[Path]:
+    """Resolved values of a setting that name existing files or folders (the rest the Collector
+    reports: missing files fail the stage's build, unknown values widen with a warning)."""
+    items = values if isinstance(values, list) else [values]
+    found = [_norm(root / os.path.expanduser(str(v))) for v in items
+             if isinstance(v, (str, Path)) and str(v) and not isinstance(v, Unknown)]
+    return [p for p in found if p.exists()]
+
+
+def _ansible_env(prov: Provisioner) -> dict[str, str]:
+    """What Ansible sees: our environment plus the provisioner's ``ansible_env_vars``."""
+    env = dict(os.environ)
+    for item in prov.settings.get("ansible_env_vars") or []:
+        if isinstance(item, str) and "=" in item:
+            key, _, value = item.partition("=")
+            env[key] = value
+    return env
+
+
 def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collector,
                         warnings: list[str]) -> None:
     """Every provisioner's files: playbook closures, scripts, uploads, files handed to Ansible."""
+    root = cfg.root
     wheel_dir = _norm(cfg.cache_dir / "wheels")
     # Files the keys task makes: depend on them even before they exist.
     generated = {_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k))}
@@ -229,20 +249,36 @@ def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collect
         if prov.playbook_file is None:
             continue
         if not prov.playbook_file.is_file():
-            found.add(str(prov.playbook_file), f"provisioner {index + 1} (ansible) playbook_file", prov.where)
+            found.add(str(prov.playbook_file), f"provisioner {index + 1} ({prov.type}) playbook_file", prov.where)
             continue
+        settings = prov.settings
+        inventories = _existing(root, settings.get("inventory_file")) + \
+            _existing(root, settings.get("inventory_directory")) + _existing(root, _inventory_args(prov))
+        galaxy = _existing(root, settings.get("galaxy_file"))
         closure = playbook.playbook_closure(
             prov.playbook_file, ansible_cfg=cfg.ansible_cfg,
-            extra_vars=_extra_vars(prov.extra_arguments))
+            extra_vars=_extra_vars(prov.extra_arguments),
+            roles_path=_existing(root, settings.get("roles_path")) + _existing(root, settings.get("role_paths")),
+            inventories=[p for p in inventories if p.is_file() or p.is_dir()],
+            extra_var_files=[p for p in _existing(root, extra_var_files(prov.extra_arguments)) if p.is_file()],
+            galaxy_file=galaxy[0] if galaxy and galaxy[0].is_file() else None,
+            env=_ansible_env(prov))
         found.found.files |= set(closure.files)
         warnings.extend(closure.warnings)
-        for path in _argument_paths(prov.extra_arguments, cfg.root):
+        for path in _argument_paths(prov.extra_arguments, root):
             if path == wheel_dir:
                 found.found.files.add(wheel_manifest(cfg))
             elif path in generated or path.is_file():
                 found.found.files.add(path)
     if cfg.ansible_cfg is not None and any(p.type in ("ansible", "ansible-local") for p in source.provisioners):
         found.found.files.add(cfg.ansible_cfg)
+
+
+def _inventory_args(prov: Provisioner) -> list[str]:
+    """``-i FILE`` / ``--inventory FILE`` in extra_arguments (a comma list is hosts, not a file)."""
+    words = [w for arg in prov.extra_arguments for w in str(arg).split()]
+    return [w for prev, w in zip(["", *words], words)
+            if prev in ("-i", "--inventory", "--inventory-file") and "," not in w]
 
 
 def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: dict[Path, str],
