@@ -471,11 +471,10 @@ def test_file_functions_read_for_real_and_record_every_file() -> None:
     assert (a.attrs["floppy_label"], a.attrs["cd_label"]) == ("none", "present")
     (shell,) = a.provisioners
     assert shell.settings == {"scripts": [f"{files}/scripts/more/more.sh", f"{files}/scripts/setup.sh"]}
-    # Reads made inside locals count for every source that uses them; fileset() counts what it lists;
-    # a file probed by try()/fileexists() counts even when missing (its appearing changes the value).
+    # Reads made inside locals count for every source that uses them; fileset() counts what it lists.
+    # What try() and fileexists() found is a value in the settings: a missing file is no input.
     assert a.reads == {files / p for p in (
-        "boot/user-data.pkrtpl", "site/user.yml", "site/motd.txt", "site/missing.txt",
-        "scripts/setup.sh", "scripts/more/more.sh")}
+        "boot/user-data.pkrtpl", "site/user.yml", "site/motd.txt", "scripts/setup.sh", "scripts/more/more.sh")}
     assert b.attrs["boot_command"] == ["iVBORwAB/w==", "7b48666b13c02ffd7122df4275adc002"]
     assert b.reads == {files / "site/logo.bin", files / "site/extra.txt"}  # site/extra.txt named by a default
 

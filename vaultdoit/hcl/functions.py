@@ -983,15 +983,18 @@ def file_path(scope: Scope, value: Any) -> str:
 
 
 def _read(scope: Scope, value: Any) -> bytes:
+    """A file's bytes, recorded as read. A missing file is not recorded: whatever used
+    instead of it (try(), can()) is a value, part of the settings that key the stage."""
     path = file_path(scope, value)
-    scope.effects.reads.add(path)
     try:
         size = os.stat(path).st_size
         if size > MAX_READ_BYTES:
             raise EvalError(f"{path} is {size // 2**20} MiB, more than the {MAX_READ_BYTES // 2**20} MiB "
                             "a file function reads")
         with open(path, "rb") as handle:
-            return handle.read()
+            data = handle.read()
+        scope.effects.reads.add(path)
+        return data
     except FileNotFoundError:
         raise EvalError(f"no file exists at {path}", hint=_PATH_HINT) from None
     except IsADirectoryError:
@@ -1029,8 +1032,7 @@ def _file_hash(name: str, *, b64: bool = False) -> Function:
 @_fn(1)
 def _fileexists(scope: Scope, args: list[Any]) -> bool:
     path = file_path(scope, args[0])
-    scope.effects.reads.add(path)  # its appearing later changes the value
-    try:
+    try:  # the answer is a value in the settings: the file's content is no input
         info = os.stat(path)
     except FileNotFoundError:
         return False
