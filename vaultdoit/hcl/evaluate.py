@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
-from typing import Any, NoReturn
+from typing import Any
 
 __all__ = [
     "Source", "Loc", "Unresolved", "EvalError", "Effects", "Namespace", "Function", "Scope",
     "Node", "Literal", "Template", "IfPart", "ForPart", "Name", "GetAttr", "Index", "Splat",
     "ListExpr", "ObjectExpr", "ForExpr", "Call", "Unary", "Binary", "Conditional",
     "to_str", "to_number", "to_int", "to_bool", "to_list", "to_map", "equal", "number_text",
-    "normal_number", "type_name", "iterate", "clip",
+    "normal_number", "type_name", "iterate", "clip", "describe", "object_key", "Part", "Step",
 ]
 
 CLIP = 200  # characters of quoted source text in one printed line
@@ -727,11 +727,3 @@ class Conditional(Node):
             raise _at(exc, self.loc) from None
         # Only the chosen branch is evaluated.
         return (self.then if chosen else self.other).ev(scope)
-
-
-def fail(message: str, hint: str | None = None) -> NoReturn:
-    raise EvalError(message, hint=hint)
-
-
-def evaluate_all(nodes: Iterable[Node], scope: Scope) -> list[Any]:
-    return [node.ev(scope) for node in nodes]

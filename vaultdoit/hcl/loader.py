@@ -298,7 +298,7 @@ class _Variables:
                             hint=_did_you_mean(name, list(self.declared), "var.") or "declare it in a variable block")
         scope.effects.merge(variable.effects)
         if variable.missing is not None:
-            raise variable.missing
+            raise variable.missing.with_traceback(None)  # raised again and again: no growing traceback
         return variable.value
 
     def final(self) -> dict[str, Any]:
@@ -356,7 +356,7 @@ class _Locals:
         outcome, effects = self.done[name]
         scope.effects.merge(effects)
         if isinstance(outcome, (Unresolved, EvalError)):
-            raise outcome
+            raise outcome.with_traceback(None)  # raised again for every use: no growing traceback
         return outcome
 
     def _evaluate(self, name: str) -> tuple[Any, Effects]:

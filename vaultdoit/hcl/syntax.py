@@ -11,7 +11,6 @@ through the same parser as a quoted string: its literal parts are escaped, its
 from __future__ import annotations
 
 import gc
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -612,11 +611,3 @@ def _strip_around_markers(flat: list[Any]) -> None:
             flat[i - 1] = flat[i - 1].rstrip()
         if item.strip_right and i + 1 < len(flat) and isinstance(flat[i + 1], str):
             flat[i + 1] = flat[i + 1].lstrip()
-
-
-def file_size_ok(path: str) -> bool:
-    """True when ``path`` is small enough to parse."""
-    try:
-        return os.stat(path).st_size <= MAX_FILE_BYTES
-    except OSError:
-        return True
