@@ -154,7 +154,10 @@ def test_full_build_boot_and_incremental(project: Path):
         assert identity(stage_image(root, s)) != images[s]
 
     # The warm rebuild of drivers got its packages from the APT proxy's cache.
-    record = json.loads((root / "build/mini/.vaultdoit/stages/drivers.json").read_text())
+    from vaultdoit import owned
+
+    record = owned.read_marker(stage_image(root, "drivers").parent)
+    assert record is not None
     assert record["apt"]["served_files"] > 0
     assert record["apt"]["upstream_debs"] == 0, record["apt"]
 
