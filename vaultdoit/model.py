@@ -65,6 +65,9 @@ class PackerConfig:
     variables: dict[str, Any] = field(hash=False, compare=False)
     sources: tuple[PackerSource, ...] = ()
     sensitive: frozenset[str] = frozenset()  # variables declared with sensitive = true
+    # Variables whose value did not come from the template's default (var files, vault.toml,
+    # PKR_VAR_*, the command line): hand exactly these to Packer so it sees the same values.
+    assigned: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
