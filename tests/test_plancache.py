@@ -86,9 +86,10 @@ def test_environment_that_planning_read_invalidates(team: Path, tmp_path: Path):
     load(team)
     assert load(team)[0] == "kept"
     # vault.toml's allowed folders can also come from the environment: planning reads it.
-    assert load(team, {"VAULTDOIT_ALLOWED_PATHS": str(tmp_path)})[0] == "planned"
+    allowed = {"VAULTDOIT_ALLOWED_PATHS": str(tmp_path)}
+    assert load(team, allowed)[0] == "planned"
     # A variable nobody reads does not matter.
-    assert load(team, {"SOMETHING_ELSE": "1"})[0] == "kept"
+    assert load(team, {**allowed, "SOMETHING_ELSE": "1"})[0] == "kept"
 
 
 def test_profile_variable_is_part_of_the_key(team: Path):

@@ -128,7 +128,7 @@ class StageBuild:
     digests: Path  # the checker's digest sidecar
     apt: AptRoute = AptRoute()
     # Packer stages only:
-    var_files: tuple[Path, ...] = ()
+    # The final value of every variable the template's defaults do not decide (see PackerConfig.assigned).
     variables: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     accelerator: str = "auto"
     ansible_cfg: Path | None = None

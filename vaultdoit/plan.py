@@ -360,10 +360,9 @@ def load_project(root: Path, profile: str | None = None) -> Project:
     cfg = config_mod.load(root, profile)
     stages = _bootstrap_stages(cfg)
     known = {s.output: s.name for s in stages}
-    overrides = {k: v for k, v in cfg.variables.items()}
     from vaultdoit import hcl  # imports python-hcl2: only when the plan is not cached
 
-    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, overrides=overrides)
+    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, defaults=dict(cfg.variables))
     extra_outputs = frozenset(p for s in stages for p in s.extra_outputs)
     packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs)
     stages += packer_stages

@@ -170,6 +170,12 @@ def cached(path: Path, plan: Callable[[], T]) -> T:
     if found is not None:
         return found
     start = time.time()
+    # The cache's own folder exists before planning looks around (build/ included), so that
+    # writing the cache does not change what planning saw.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # a read-only build folder: plan every time
     with _recording() as recorder:
         result = plan()
     _write(path, stamp, result, recorder, start)

@@ -112,8 +112,10 @@ class _Folder:
         variables.assign_all(defaults or {}, "vault.toml [variables]")
         for path in explicit:
             variables.assign_file(path)
-        variables.assign_all({k[len(ENV_PREFIX):]: v for k, v in environment.items() if k.startswith(ENV_PREFIX)},
-                             ENV_PREFIX)
+        # One lookup per declared variable (Packer ignores PKR_VAR_ of undeclared ones), never a scan
+        # of the whole environment: the plan cache then depends on these variables only.
+        variables.assign_all({name: environment[ENV_PREFIX + name] for name in variables.declared
+                              if ENV_PREFIX + name in environment}, ENV_PREFIX)
         variables.assign_all(overrides or {}, "-var")
 
         self.locals = _Locals(self.bodies)
