@@ -140,6 +140,8 @@ def build_stage(stage: Stage, parent: Path | None, *, argv: Sequence[str], env: 
     """
     folder = stage.output.parent
     prev = _prev(folder)
+    # A VM left running by a killed build would go on writing here.
+    proc.ensure_unused(folder, prev)
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
     marker = marker_path(state_dir, stage)
