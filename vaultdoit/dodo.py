@@ -44,22 +44,24 @@ def _take_lock(root: Path) -> lock.BuildLock | None:
     args = sys.argv[1:]
     if not lock.takes_lock(lock.doit_command(args)):
         return None
-    build_lock = lock.BuildLock(root / "build")
+    build_lock = lock.BuildLock(root)
     build_lock.acquire(" ".join([Path(sys.argv[0]).name, *args]), wait=lock.mode(_var("lock")) == "wait")
     return build_lock
 
 
-def _check_state_dir(state_dir: Path) -> None:
+def _check_state_dir(state_dir: Path, *, write: bool) -> None:
     """Fail now, with one line, where doit would fail opening its database (exit 3, a traceback)."""
+    # doit opens its dependency DB before running any task: the folder must exist.
     state_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryFile(dir=state_dir, prefix=".probe-"):
-            pass
-    except OSError as err:  # name the folder, not the probe
-        raise OSError(err.errno, err.strerror, str(state_dir)) from None
+    if write:
+        try:
+            with tempfile.TemporaryFile(dir=state_dir, prefix=".probe-"):
+                pass
+        except OSError as err:  # name the folder, not the probe
+            raise OSError(err.errno, err.strerror, str(state_dir)) from None
     db = state_dir / DEP_FILE
     if db.exists():
-        with db.open("r+b"):
+        with db.open("r+b" if write else "rb"):
             pass
 
 
@@ -91,11 +93,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
             interrupt.install()
             depdb.guard()
             interrupt.on_change(lambda names: build_lock.note(", ".join(names) or None))
-            _check_state_dir(cfg.state_dir)
-        else:
-            # doit opens its dependency DB before running any task: the folder must exist.
-            # This is the one write at load time, and it only creates an empty folder.
-            cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        _check_state_dir(cfg.state_dir, write=build_lock is not None)
     for warning in proj.warnings:
         print(f"vaultdoit: warning: {warning}", file=sys.stderr)
     doit_config = {

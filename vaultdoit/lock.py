@@ -107,11 +107,11 @@ def _program(pid: int) -> str:
 
 
 class BuildLock:
-    """The project's build lock (``build/.vaultdoit.lock``) and its holder record."""
+    """The build lock of the project at ``root`` (``build/.vaultdoit.lock``) and its holder record."""
 
-    def __init__(self, build_dir: Path) -> None:
-        self.path = build_dir / LOCK_NAME
-        self.info_path = build_dir / INFO_NAME
+    def __init__(self, root: Path) -> None:
+        self.path = root / "build" / LOCK_NAME
+        self.info_path = root / "build" / INFO_NAME
         self._fd: int | None = None
         self._info: dict[str, Any] = {}
 
@@ -197,9 +197,12 @@ def _stderr(line: str) -> None:
 
 
 @contextlib.contextmanager
-def held(build_dir: Path, command: str, *, lock_mode: str | None = None) -> Iterator[BuildLock]:
-    """Hold the project's build lock for a block (the vaultdoit CLI's writing commands)."""
-    lock = BuildLock(build_dir)
+def held(root: Path, command: str, *, lock_mode: str | None = None) -> Iterator[BuildLock]:
+    """Hold the build lock of the project at ``root`` for a block (the vaultdoit CLI's writing commands).
+
+    ``lock_mode``: ``wait`` or ``fail``; None reads $VAULTDOIT_LOCK (default wait).
+    """
+    lock = BuildLock(root)
     already = lock.path.resolve() in _HELD
     lock.acquire(command, wait=mode(lock_mode) == "wait")
     try:

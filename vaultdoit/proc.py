@@ -114,7 +114,7 @@ def _popen(args: list[str], *, daemon: bool = False, **kwargs: Any) -> subproces
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", str(SUPERVISOR), str(read_end), "--", *args],
+            [sys.executable, "-I", "-S", str(SUPERVISOR), str(read_end), "--", *args],
             pass_fds=(read_end,),
             start_new_session=True,  # our own process group: we decide how it stops
             **kwargs,

@@ -19,21 +19,26 @@ uses it when a program ignores SIGINT). SIGINT is left to the program: the
 supervisor shares its process group, so ``proc.stop``'s SIGINT reaches the
 program (Packer stops its VM gracefully) and the supervisor waits.
 
-Standard library only, run with ``python -I`` by file path: it must start
-fast and must not depend on the caller's import path.
+Standard library only, few imports, run with ``python -I -S`` by file path:
+it starts with every program, so it must start fast, and it must not depend
+on the caller's import path.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import resource
 import select
-import signal
-import subprocess
 import sys
 import time
-from types import FrameType
+
+# The C module behind ``signal``: the same functions and numbers without
+# importing ``enum`` (nor ``typing`` below), which would double the start-up time.
+import _signal as signal
+
+TYPE_CHECKING = False  # mypy reads this name as typing.TYPE_CHECKING
+if TYPE_CHECKING:
+    from types import FrameType
 
 PR_SET_CHILD_SUBREAPER = 36
 TERM_GRACE = 2.0  # seconds descendants get after SIGTERM before SIGKILL
@@ -85,15 +90,15 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def _reap() -> None:
-    """Collect exited children (orphans re-parented to us included)."""
+def _reap() -> bool:
+    """Collect exited children (orphans re-parented to us included); False when none is left."""
     while True:
         try:
             pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
 def _signal_all(pids: list[int], sig: int) -> None:
@@ -107,6 +112,8 @@ def _signal_all(pids: list[int], sig: int) -> None:
 def stop_tree(grace: float = TERM_GRACE) -> None:
     """SIGTERM every descendant, SIGKILL what is left after ``grace`` seconds, until none is left."""
     me = os.getpid()
+    if not _reap():
+        return  # no child, so no descendant (orphans become our children): no /proc walk
     _signal_all(descendants(me), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while True:
@@ -130,6 +137,8 @@ def _exit_like(status: int) -> None:
     """Exit with the program's status: its exit code, or death by its signal."""
     if status >= 0:
         os._exit(status)
+    import resource
+
     sig = -status
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file of ours
     signal.signal(sig, signal.SIG_DFL)
@@ -145,6 +154,22 @@ def _ignore(_signum: int, _frame: FrameType | None) -> None:
     """A handler, not SIG_IGN: handlers are reset on exec, so the program still gets SIGINT."""
 
 
+def _wait(pid: int, watch_fd: int) -> int:
+    """Wait for the program; return its status as Popen.returncode would be (-N: signal N)."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except OSError:  # Linux < 5.3: poll the program instead
+        pidfd = None
+    fds = [watch_fd] if pidfd is None else [watch_fd, pidfd]
+    while True:
+        ready, _, _ = select.select(fds, [], [], 0.2 if pidfd is None else None)
+        if watch_fd in ready:
+            raise _Terminate  # end of file: vaultdoit is gone
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
         sys.stderr.write("usage: supervise.py FD -- PROGRAM [ARGS...]\n")
@@ -154,29 +179,20 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGHUP, _on_term)
     _set_subreaper()
+    os.set_inheritable(watch_fd, False)  # the program has no business with it
     try:
-        child = subprocess.Popen(program, close_fds=True)  # stdin/stdout/stderr: ours
+        pid = os.posix_spawn(program[0], program, os.environ)  # stdin/stdout/stderr: ours
     except OSError as err:
         sys.stderr.write(f"vaultdoit: cannot run {program[0]}: {err.strerror}\n")
         os._exit(127 if isinstance(err, FileNotFoundError) else 126)
     try:
-        pidfd = os.pidfd_open(child.pid)
-    except OSError:  # Linux < 5.3: poll the program instead
-        pidfd = None
-    try:
-        while True:
-            fds = [watch_fd] if pidfd is None else [watch_fd, pidfd]
-            ready, _, _ = select.select(fds, [], [], 0.2 if pidfd is None else None)
-            if watch_fd in ready:
-                raise _Terminate  # end of file: vaultdoit is gone
-            status = child.poll()
-            if status is not None:
-                break
+        status = _wait(pid, watch_fd)
     except _Terminate:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_tree()
         os._exit(143)
     # The program is done; whatever it left running must not outlive it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stop_tree()
     _exit_like(status)
 
