@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -114,6 +115,7 @@ class BuildLock:
         self.info_path = root / "build" / INFO_NAME
         self._fd: int | None = None
         self._info: dict[str, Any] = {}
+        self._writing = threading.Lock()  # tasks in several threads note their start
 
     @property
     def held(self) -> bool:
@@ -167,8 +169,9 @@ class BuildLock:
         """Record the task now running (None: between tasks)."""
         if self._fd is None:
             return
-        self._info.update(task=task, task_since=time.time())
-        self._write_info()
+        with self._writing:
+            self._info.update(task=task, task_since=time.time())
+            self._write_info()
 
     def release(self) -> None:
         """Give the lock up (the kernel also does so when the process ends)."""
