@@ -138,11 +138,15 @@ def slow(env: dict[str, str], ready: Path, seconds: int = 300, **more: str) -> d
 def test_second_build_waits_for_the_first_then_finds_everything_up_to_date(team, runs, tmp_path):
     root, env, log = team
     build_then_change_top(root, env, log)
-    ready = tmp_path / "ready"
+    ready, release = tmp_path / "ready", tmp_path / "release"
     # The first run with parallel threads: the lock is the process's, not a thread's.
-    first = runs(root, slow(env, ready, seconds=3), "-n", "2", "-P", "thread", "--reporter=json", "final_image")
+    first = runs(root, slow(env, ready, FAKE_PACKER_RELEASE=str(release)), "-n", "2", "-P", "thread",
+                 "--reporter=json", "final_image")
     wait_for(ready.exists, 60, "the first build to be inside stage:top")
     second = runs(root, env, "--reporter=json", "final_image")
+    wait_for(lambda: "waiting for it to finish" in second.stderr(), 60, "the second build to wait")
+    assert first.proc.poll() is None and second.proc.poll() is None
+    release.touch()  # the first build's stage may finish now
     assert first.wait() == 0, first.stderr()
     assert second.wait() == 0, second.stderr()
     assert built(log) == ["top"], "stage:top must be built exactly once"
@@ -189,8 +193,8 @@ def test_bad_lock_setting_is_one_line(team):
     result = run_doit(root, "final_image", "lock=maybe", env=env, check=False)
     assert result.returncode == 2
     assert message_lines(result.stderr) == [
-        "vaultdoit: error: lock= / $VAULTDOIT_LOCK: lock must be one of wait, fail, not 'maybe' "
-        "(fix: use lock=fail to fail at once, or lock=wait)"]
+        "vaultdoit: error: lock=maybe: must be wait or fail (fix: lock=fail fails at once when another build runs, "
+        "lock=wait waits)"]
 
 
 # --- children never outlive the build ---------------------------------------------

@@ -75,8 +75,11 @@ def test_mode_from_the_command_line_first_then_the_environment(monkeypatch):
     monkeypatch.setenv(lock.ENV, "fail")
     assert lock.mode() == "fail"
     assert lock.mode("wait") == "wait"
-    with pytest.raises(ConfigError, match="lock must be one of wait, fail, not 'later'"):
+    with pytest.raises(ConfigError, match=r"^lock=later: must be wait or fail \(fix: lock=fail fails at once"):
         lock.mode("later")
+    monkeypatch.setenv(lock.ENV, "never")
+    with pytest.raises(ConfigError, match=r"^VAULTDOIT_LOCK=never: must be wait or fail"):
+        lock.mode()
 
 
 def test_fail_mode_names_the_holder(tmp_path, holder):

@@ -65,10 +65,10 @@ def takes_lock(command: str) -> bool:
 
 def mode(variable: str | None = None) -> str:
     """``wait`` or ``fail``: doit's ``lock=`` variable first, then $VAULTDOIT_LOCK."""
-    value = variable or os.environ.get(ENV) or "wait"
+    source, value = ("lock", variable) if variable else (ENV, os.environ.get(ENV) or "wait")
     if value not in MODES:
-        raise ConfigError(f"lock must be one of {', '.join(MODES)}, not {value!r}",
-                          file=f"lock= / ${ENV}", hint="use lock=fail to fail at once, or lock=wait")
+        raise ConfigError(f"must be {' or '.join(MODES)}", file=f"{source}={value}",
+                          hint=f"{source}=fail fails at once when another build runs, {source}=wait waits")
     return value
 
 
