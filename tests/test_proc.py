@@ -147,7 +147,7 @@ def test_processes_using_a_folder_are_found(tmp_path: Path):
                                    f"(fix: stop it, e.g. kill {first} {second})")
     finally:
         for pid in (by_fd, by_arg):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)  # setsid made each the leader of its group
     wait_for(lambda: proc.users_of([folder]) == [], 10, "the processes to end")
     # Our own programs never count.
     with proc.spawn(["sh", "-c", "sleep 300 <image"], logfile=tmp_path / "log", cwd=folder):
