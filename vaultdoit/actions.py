@@ -21,7 +21,7 @@ from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
 from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, watchdog
-from vaultdoit.errors import VaultError
+from vaultdoit.errors import VaultError, os_error
 from vaultdoit.model import AptRoute, Stage, StageBuild
 
 P = ParamSpec("P")
@@ -29,7 +29,7 @@ R = TypeVar("R")
 
 
 def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
-    """Report VaultError as a doit task failure with our message."""
+    """Report VaultError, and any OSError as one line with its path, as a doit task failure."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | TaskFailed:
@@ -37,6 +37,8 @@ def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
             return func(*args, **kwargs)
         except VaultError as err:
             return TaskFailed(str(err))
+        except OSError as err:  # permission, read-only, disk full, missing file
+            return TaskFailed(str(os_error(err)))
 
     return wrapper
 

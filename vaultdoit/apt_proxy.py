@@ -148,7 +148,8 @@ def start(proxy: AptProxy, *, mirrors: list[str] | None = None, logfile: Path | 
         folder.mkdir(parents=True, exist_ok=True)
     conf.write_text(config_text(proxy))
     (proxy.conf_dir / "backends_debian").write_text("".join(f"{m}\n" for m in mirrors))
-    proc.run(["apt-cacher-ng", "-c", str(proxy.conf_dir)], logfile=logfile)
+    # The one program meant to outlive the build: it daemonises, later builds reuse it.
+    proc.run(["apt-cacher-ng", "-c", str(proxy.conf_dir)], logfile=logfile, daemon=True)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if healthy(proxy, timeout=1.0):

@@ -176,6 +176,8 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
         raise VaultError("this folder was not made by a stage build; building would replace it",
                          file=folder, hint="point output_directory at a new folder or move this one away")
     prev = _prev(folder)
+    # A VM left running by a killed build would go on writing here.
+    proc.ensure_unused(folder, prev)
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
     marker = marker_path(state_dir, stage)

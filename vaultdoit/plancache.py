@@ -200,27 +200,21 @@ def _read(path: Path, stamp: tuple[Any, ...]) -> Any:
 
 
 def _write(path: Path, stamp: tuple[Any, ...], result: Any, recorder: _Recorder, start: float) -> None:
+    """Keep the plan; any failure (read-only build folder, unpicklable plan) only costs speed."""
     paths = [((where, how), _signature(where, how)) for where, how in recorder.paths]
     limit = (start - RACY_SECONDS) * 1e9
-    if any(sig[0] in ("file", "dir") and len(sig) > 2 and sig[1] > limit for _, sig in paths):
-        path.unlink(missing_ok=True)  # racy: keep no plan rather than a plan that could go stale
-        return
-    data = {"stamp": stamp, "paths": paths, "env": sorted(recorder.env.items()), "result": result}
+    racy = any(sig[0] in ("file", "dir") and len(sig) > 2 and sig[1] > limit for _, sig in paths)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        if racy:  # keep no plan rather than one that could go stale unseen
+            path.unlink(missing_ok=True)
+            return
+        data = {"stamp": stamp, "paths": paths, "env": sorted(recorder.env.items()), "result": result}
         with open(tmp, "wb") as fh:
             pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
-        # A read-only build folder or an unpicklable plan only costs speed.
-        with _suppress():
-            tmp.unlink()
-
-
-@contextmanager
-def _suppress() -> Iterator[None]:
-    try:
-        yield
-    except (OSError, NameError):
-        pass
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
