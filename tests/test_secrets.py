@@ -89,64 +89,43 @@ def build(root: Path, env: dict[str, str]) -> list[str]:
     return [result.stdout, result.stderr, status.stdout, status.stderr]
 
 
-def test_credentials_from_the_environment_stay_out_of_every_output(project_copy, tmp_path: Path):
-    """What does not depend on the template reader: PKR_VAR_* values (Packer reads them itself and
-    may print them) and other credentials in the environment."""
+def private_var_files(work: Path) -> list[dict]:
+    """What the fake packer saw of each build: its arguments and its var files."""
+    return [json.loads(line) for line in (work / "args.jsonl").read_text().splitlines()]
+
+
+def test_secrets_reach_packer_in_a_private_file_and_no_output(project_copy, tmp_path: Path):
+    """A sensitive variable set in vault.toml, one from PKR_VAR_*, a credential in the environment."""
     root, env, secrets = planted(project_copy, tmp_path, in_settings=False)
-    del secrets["vault.toml sensitive"]  # see the tests below
     outputs = build(root, env)
     assert (root / "build/final/team.qcow2.cdx.json.sig").is_file()
     assert leaks(root, secrets, *outputs) == []
-    # The fake packer printed every value it got; the stage logs show them hidden.
-    assert "variable PKR_VAR_api_key=<sensitive>" in (root / "build/logs/stage-mid.log").read_text()
-    assert any(secrets["PKR_VAR_ sensitive"] in line for line in (tmp_path / "work/args.jsonl").read_text()
-               .splitlines()) is False  # not passed again by vaultdoit: Packer reads the environment itself
-
-
-def _reader_lists_sensitive() -> bool:
-    """Does the template reader fill PackerConfig.sensitive (the rewrite of the reader)?"""
-    import tempfile
-
-    from vaultdoit import hcl
-
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "v.pkr.hcl").write_text('variable "x" {\n  type = string\n  default = "y"\n  sensitive = true\n}\n')
-        try:
-            return "x" in hcl.load_packer_dir(Path(tmp), cwd=Path(tmp)).sensitive
-        except Exception:
-            return False
-
-
-@pytest.mark.xfail(not _reader_lists_sensitive(), strict=True,
-                   reason="needs the template reader to list sensitive variables (PackerConfig.sensitive)")
-def test_sensitive_values_reach_packer_in_a_private_file_and_no_log(project_copy, tmp_path: Path):
-    root, env, secrets = planted(project_copy, tmp_path, in_settings=False)
-    outputs = build(root, env)
-    assert leaks(root, secrets, *outputs) == []
-    # Packer got the value, from a var file only its owner could read, never on its command line.
-    calls = [json.loads(line) for line in (tmp_path / "work/args.jsonl").read_text().splitlines()]
+    # Packer got the values, from a var file only its owner could read, never on its command line.
+    calls = private_var_files(tmp_path / "work")
     assert len(calls) == 3
     for call in calls:
-        assert not any(secrets["vault.toml sensitive"] in arg for arg in call["argv"])
-        private = [(path, f) for path, f in call["var_files"].items() if path.endswith(".private.pkrvars.hcl")]
-        assert len(private) == 1
-        path, content = private[0]
-        assert content["mode"] == "0o600"
+        assert not any(value in arg for arg in call["argv"] for value in secrets.values())
+        [(path, content)] = call["var_files"].items()
+        assert content["mode"] == "0o600" and not Path(path).exists()  # removed after the build
         assert f'registry_token = "{secrets["vault.toml sensitive"]}"' in content["text"]
-        assert not Path(path).exists()  # removed after the build
-    assert 'variable registry_token = "<sensitive>"' in (root / "build/logs/stage-mid.log").read_text()
+        assert f'api_key = "{secrets["PKR_VAR_ sensitive"]}"' in content["text"]
+    # The fake packer printed every value it got; the stage logs show them hidden.
+    log = (root / "build/logs/stage-mid.log").read_text()
+    assert 'variable registry_token = "<sensitive>"' in log and "variable PKR_VAR_api_key=<sensitive>" in log
 
 
-@pytest.mark.xfail(not _reader_lists_sensitive(), strict=True,
-                   reason="needs the template reader to list sensitive variables (PackerConfig.sensitive): "
-                          "until then their values stay in clear in the stage settings (doit's database)")
 def test_sensitive_values_used_in_settings_stay_out_of_every_output(project_copy, tmp_path: Path):
+    """Used in a provisioner setting, they are part of the stage's resolved settings (its key):
+    as digests only, in the doit database, the build records, `vaultdoit status`."""
     root, env, secrets = planted(project_copy, tmp_path, in_settings=True)
     outputs = build(root, env)
     assert leaks(root, secrets, *outputs) == []
+    explain = subprocess.run([str(Path(run_doit.__globals__["VENV_BIN"]) / "vaultdoit"), "-C", str(root),
+                              "explain", "stage:mid", "--json"], capture_output=True, text=True)
+    assert leaks(root, secrets, explain.stdout, explain.stderr) == []
 
 
-# --- the mechanisms, without the template reader ---------------------------------------------------------------
+# --- the mechanisms -------------------------------------------------------------------------------------------
 
 
 def _config(tmp_path: Path, sensitive: frozenset[str] = frozenset({"token"})):
@@ -155,34 +134,20 @@ def _config(tmp_path: Path, sensitive: frozenset[str] = frozenset({"token"})):
     return PackerConfig(directory=tmp_path, files=(), var_files=(), variables={}, sensitive=sensitive)
 
 
-def test_private_variables_go_to_a_file_only_their_owner_reads_for_the_build_only(tmp_path: Path):
+def test_what_is_hidden_from_the_logs(tmp_path: Path):
     from vaultdoit import packer
 
     cfg = _config(tmp_path)
-    secret = "s3cret ${not.an.interpolation} %{x} \"quoted\" \\ end"
-    variables = {"token": secret, "accelerator": "tcg", "from_env": "abc123", "sizes": [1, 2]}
-    env = {"PKR_VAR_from_env": "abc123"}
-    assert packer.private_names(cfg, variables, env) == {"token", "from_env"}
-    private = tmp_path / "state/stage.private.pkrvars.hcl"
-    argv = packer.build_argv(cfg, "qemu.x", {k: v for k, v in variables.items() if k != "from_env"}, [], private)
-    assert argv[-6:] == [f"-var-file={private}", "-var", "accelerator=tcg", "-var", "sizes=[1, 2]", str(tmp_path)]
-    assert not any("s3cret" in arg for arg in argv)
-    with packer.private_variables(private, cfg, variables):
-        assert private.stat().st_mode & 0o777 == 0o600
-        text = private.read_text()
-        assert 'token = "s3cret $${not.an.interpolation} %%{x} \\"quoted\\" \\\\ end"' in text
-    assert not private.exists()
-    with pytest.raises(RuntimeError):
-        with packer.private_variables(private, cfg, variables):
-            raise RuntimeError("packer failed")
-    assert not private.exists()
-    assert set(packer.secret_values(cfg, variables, {**env, "PKR_VAR_pw": "hunter22", "PKR_VAR_n": "1"})) == \
-        {secret, "abc123", "hunter22"}  # "1": too short to be a credential, and would garble every log
+    cfg.variables.update(token="s3cret-token", flavour="mid", sizes=[1, 2])
+    env = {"PKR_VAR_pw": "hunter22", "PKR_VAR_n": "1", "HOME": "/home/someone"}
+    # "1": too short to be a credential, and hiding it would garble every log.
+    assert packer.secret_values(cfg, env) == ["hunter22", "s3cret-token"]
+    assert packer.secret_values(_config(tmp_path, frozenset()), {}) == []
 
 
 @pytest.mark.skipif(shutil.which("packer") is None, reason="needs packer")
 def test_packer_reads_the_private_file_literally(tmp_path: Path):
-    """The real Packer takes the var file's values as -var would have: ${ and %{ are text."""
+    """The real Packer reads the private var file's values literally: ${ and %{ are text."""
     from vaultdoit import packer
 
     secret = 'a${b}c%{d}"e\\f é'
@@ -202,12 +167,12 @@ build {
   }
 }
 ''')
-    private = tmp_path / "p.private.pkrvars.hcl"
-    cfg = _config(tmp_path)
-    argv = packer.build_argv(cfg, "null.x", {"token": secret}, [], private)
-    with packer.private_variables(private, cfg, {"token": secret}):
-        subprocess.run(argv, cwd=tmp_path, check=True, capture_output=True, env={"CHECKPOINT_DISABLE": "1",
-                                                                                  "PATH": "/usr/bin:/bin"})
+    var_file = packer.write_var_file(tmp_path / "vars/x.pkrvars.hcl", {"token": secret})
+    assert var_file is not None and var_file.stat().st_mode & 0o777 == 0o600
+    argv = packer.build_argv(_config(tmp_path), "null.x", {}, [var_file])
+    assert not any("a$" in arg for arg in argv)
+    subprocess.run(argv, cwd=tmp_path, check=True, capture_output=True, env={"CHECKPOINT_DISABLE": "1",
+                                                                              "PATH": "/usr/bin:/bin"})
     assert (tmp_path / "token.out").read_text() == secret
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vaultdoit import __version__
-from vaultdoit.errors import CommandFailed, Stalled, VaultError, VerificationFailed
+from vaultdoit.errors import CommandFailed, LockBusy, Stalled, VaultError, VerificationFailed, os_error
 
 if TYPE_CHECKING:
     from vaultdoit.plan import Project
@@ -41,13 +41,19 @@ def exit_on_error(debug: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("vaultdoit: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except (CommandFailed, Stalled, VerificationFailed) as err:
+    except (CommandFailed, Stalled, LockBusy, VerificationFailed) as err:
+        # LockBusy too: the project is fine, the same command succeeds later.
         click.echo(f"vaultdoit: error: {err}", err=True)
         sys.exit(EXIT_FAILED)
     except VaultError as err:
         if debug:
             traceback.print_exc()
         click.echo(f"vaultdoit: error: {err}", err=True)
+        sys.exit(EXIT_USER)
+    except OSError as err:  # permission, read-only, disk full, missing file
+        if debug:
+            traceback.print_exc()
+        click.echo(f"vaultdoit: error: {os_error(err)}", err=True)
         sys.exit(EXIT_USER)
     except Exception:  # noqa: BLE001 - the last line of defence
         if debug:

@@ -8,8 +8,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,85 +100,49 @@ def environment(*, root: Path, tools_dir: Path | None, ansible_cfg: Path | None,
     return env
 
 
-def private_names(config: PackerConfig, variables: Mapping[str, Any],
-                  environ: Mapping[str, str] | None = None) -> set[str]:
-    """Variables whose values must never be on a command line, where every log shows them:
-    those declared ``sensitive``, and those that may come from ``PKR_VAR_<name>`` (credentials
-    handed over in the environment)."""
-    env = os.environ if environ is None else environ
-    return {name for name in variables if name in config.sensitive or f"PKR_VAR_{name}" in env}
+def hcl_value(value: Any) -> str:
+    """``value`` as HCL text: JSON is HCL, but ``${`` and ``%{`` start templates in HCL strings."""
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+
+
+def write_var_file(path: Path, variables: Mapping[str, Any]) -> Path | None:
+    """A private ``*.pkrvars.hcl`` with ``variables`` (None when there are none); the caller removes it."""
+    if not variables:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # values may be secrets
+    with os.fdopen(fd, "w") as fh:
+        fh.write("# Written by vaultdoit for one build; removed when it ends.\n")
+        for name, value in sorted(variables.items()):
+            fh.write(f"{name} = {hcl_value(value)}\n")
+    return path
 
 
 MIN_SECRET = 4  # shorter values are no credentials, and hiding them would garble every log
 
 
-def secret_values(config: PackerConfig, variables: Mapping[str, Any],
-                  environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values never to show in a log: the private variables' (see ``private_names``), the
-    sensitive variables' as the templates resolve them, and every ``PKR_VAR_*`` of the
-    environment (Packer reads those itself and may print them)."""
+def secret_values(config: PackerConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values never to show in a log: the sensitive variables' (as the planner resolved them) and
+    every ``PKR_VAR_*`` of the environment (Packer 1.6 prints values in provisioner output)."""
     env = os.environ if environ is None else environ
-    values = [variables[name] for name in private_names(config, variables, env)]
-    values += [config.variables.get(name) for name in config.sensitive]
+    values: list[Any] = [config.variables.get(name) for name in config.sensitive]
     values += [value for key, value in env.items() if key.startswith("PKR_VAR_")]
     texts = {v if isinstance(v, str) else json.dumps(v) for v in values if v is not None}
     return sorted(t for t in texts if len(t) >= MIN_SECRET)
 
 
-def var_file_text(values: Mapping[str, Any]) -> str:
-    """A ``.pkrvars.hcl`` holding ``values`` literally (what ``-var`` would have passed)."""
-    lines = ["# Written by vaultdoit for one build and removed after it; readable by its owner only."]
-    for name, value in sorted(values.items()):
-        text = json.dumps(value)  # strings, lists, maps, numbers, booleans: JSON is HCL syntax too
-        # Var files are templates: ${ and %{ would be read as interpolations, -var takes them as text.
-        lines.append(f"{name} = {text.replace('${', '$${').replace('%{', '%%{')}")
-    return "\n".join(lines) + "\n"
-
-
-def private_var_file(state_dir: Path, stage: Stage) -> Path:
-    """Where the private variables of ``stage``'s build are written while Packer runs."""
-    return state_dir / f"{stage.name}.private.pkrvars.hcl"
-
-
 def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
-               explicit_var_files: Sequence[Path], private_file: Path | None = None) -> list[str]:
-    """``packer build`` of one source of a template folder.
-
-    Private variables (``private_names``) are passed in ``private_file`` (see
-    ``write_private``), after the explicit var files so they win over them as
-    ``-var`` would; without a ``private_file`` they are left out.
-    """
-    private = private_names(config, variables)
+               explicit_var_files: Sequence[Path]) -> list[str]:
+    """``packer build`` of one source of a template folder."""
     argv = ["packer", "build", "-color=false", "-timestamp-ui", f"-only={only}"]
     for var_file in explicit_var_files:
         argv.append(f"-var-file={var_file}")
-    if private and private_file is not None:
-        argv.append(f"-var-file={private_file}")
     for name, value in sorted(variables.items()):
-        if name in private:
-            continue
         text = value if isinstance(value, str) else json.dumps(value)
         argv += ["-var", f"{name}={text}"]
     argv.append(str(config.directory))
     return argv
-
-
-@contextmanager
-def private_variables(path: Path, config: PackerConfig, variables: Mapping[str, Any]) -> Iterator[None]:
-    """Write the private variables to ``path`` (mode 600) for the block, then remove it."""
-    values = {name: variables[name] for name in private_names(config, variables)}
-    if not values:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)  # left by a killed build: never reuse a file someone else may have made
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(var_file_text(values))
-        yield
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _prev(folder: Path) -> Path:
@@ -227,6 +190,8 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
         raise VaultError("this folder was not made by a stage build; building would replace it",
                          file=folder, hint="point output_directory at a new folder or move this one away")
     prev = _prev(folder)
+    # A VM left running by a killed build would go on writing here.
+    proc.ensure_unused(folder, prev)
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
     marker = marker_path(state_dir, stage)

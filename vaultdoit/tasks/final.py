@@ -9,6 +9,7 @@ from typing import Any
 
 from vaultdoit import actions
 from vaultdoit.plan import Project
+from vaultdoit.bootspec import BootSpec
 from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
 from vaultdoit.tasks.common import log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
@@ -62,8 +63,6 @@ def final_image_task(project: Project) -> dict[str, Any]:
 
 def verify_task(project: Project) -> dict[str, Any]:
     """Boot the final image (snapshot=on) and check it over SSH; fails the build on any failure."""
-    from vaultdoit.vm import BootSpec
-
     cfg = project.config
     kernel, initrd = boot_files(project)
     out = cfg.final_image
