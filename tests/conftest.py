@@ -175,15 +175,26 @@ def _user_venv(user: NormalUser) -> Path:
     """A virtual environment of the user's with this checkout installed: when the test runner's own
     lives where other users cannot go (a Python under /root), wheels made here are installed there."""
     wheels = user.folder()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(wheels),
-                    f"{REPO}[test]"], check=True, capture_output=True)
+    source = Path(tempfile.mkdtemp(prefix="vaultdoit-source-"))
+    try:
+        # From a copy: building in the checkout would leave build/ and an egg-info in it.
+        for name in ("pyproject.toml", "README.md", "vaultdoit"):
+            (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, source / name)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(wheels),
+                        f"{source}[test]"], check=True, capture_output=True)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
     user.own(wheels)
     venv = user.home / f"venv-{os.getpid()}"
     python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "python3"
-    user.run([python, "-m", "venv", str(venv)], cwd=user.home)
+    # Not PYTHONPATH: a checkout on it would count as vaultdoit already installed.
+    clean = {"PYTHONPATH": ""}
+    user.run([python, "-m", "venv", str(venv)], cwd=user.home, env=clean)
     user.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
-              "--find-links", str(wheels), "vaultdoit[test]"], cwd=user.home)
+              "--find-links", str(wheels), "vaultdoit[test]"], cwd=user.home, env=clean)
     shutil.rmtree(wheels, ignore_errors=True)
+    if not (venv / "bin/vaultdoit").exists():
+        raise AssertionError(f"vaultdoit was not installed into {venv}")
     return venv / "bin"
 
 
@@ -200,7 +211,9 @@ def normal_user() -> Iterator[NormalUser]:
         pytest.skip("needs setpriv (util-linux) to run as a normal user")
     _create_user(TEST_USER)
     entry = pwd.getpwnam(TEST_USER)
-    switch = ("setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--")
+    # setpriv itself is found and started while it still has root's capabilities; env is not: the
+    # user's program is looked up and started as the user alone (a Python under /root is not).
+    switch = ("setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--", "/usr/bin/env")
     user = NormalUser(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir), VENV_BIN, switch)
     made = None
     if not _usable_python(user):
