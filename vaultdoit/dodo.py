@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit import actions, checker, config, depdb, interrupt, lock, plan, plancache, state
+from vaultdoit.exits import exit_on_error
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
@@ -80,8 +81,6 @@ def setup(dodo_file: str) -> dict[str, Any]:
     Commands that change the build take the project's lock first (a second
     build waits, or fails with ``lock=fail``) and make Ctrl-C print one line.
     """
-    from vaultdoit.cli import exit_on_error
-
     root = Path(dodo_file).resolve().parent
     with exit_on_error():
         proj = project(root, _profile_arg())
