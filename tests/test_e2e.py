@@ -137,7 +137,7 @@ def test_full_build_boot_and_incremental(project: Path):
     assert {s: identity(stage_image(root, s)) for s in STAGES} == images
 
     # 3. The monitoring script (final stage only).
-    script = root / "ansible/roles/monitoring/files/vault-monitor.py"
+    script = root / "ansible/roles/monitoring/files/bin/vault-monitor"
     script.write_text(script.read_text() + "\n# e2e: monitoring change\n")
     assert doit(root, "final_image") == {"stage:final", "final_image"}
     for s in ("base", "drivers", "frameworks"):
