@@ -248,8 +248,7 @@ def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collect
     """Every provisioner's files: playbook closures, scripts, uploads, files handed to Ansible."""
     root = cfg.root
     wheel_dir = _norm(cfg.cache_dir / "wheels")
-    # Files the keys task makes: depend on them even before they exist.
-    generated = {_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k))}
+    generated = _generated(cfg)
     for index, prov in enumerate(source.provisioners):
         found.provisioner(prov, index)
         if prov.playbook_file is None:
@@ -282,6 +281,11 @@ def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collect
         found.found.files.add(cfg.ansible_cfg)
 
 
+def _generated(cfg: ProjectConfig) -> frozenset[Path]:
+    """Files the keys task makes: stages depend on them even before they exist."""
+    return frozenset(_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k)))
+
+
 def _inventory_args(prov: Provisioner) -> list[str]:
     """``-i FILE`` / ``--inventory FILE`` in extra_arguments (a comma list is hosts, not a file)."""
     words = [w for arg in prov.extra_arguments for w in str(arg).split()]
@@ -308,7 +312,7 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
         out = _output(cfg, source)
         # Templates count by their resolved meaning (the settings), not their bytes:
         # reformatting a file or editing another stage's block rebuilds nothing.
-        found = Collector(root, f'stage "{source.name}"')
+        found = Collector(root, f'stage "{source.name}"', generated=_generated(cfg))
         parent, store = _iso_input(cfg, source, out, outputs, found, warnings)
         found.source(source)
         found.qemuargs(source, extra_outputs)

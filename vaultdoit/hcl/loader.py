@@ -18,7 +18,8 @@ from typing import Any
 
 from vaultdoit.errors import TemplateError
 from vaultdoit.hcl.evaluate import (
-    Effects, EvalError, GetAttr, ListExpr, Name, Namespace, Node, ObjectExpr, Scope, Template, Unresolved,
+    Effects, EvalError, GetAttr, ListExpr, MissingFile, Name, Namespace, Node, ObjectExpr, Scope, Template,
+    Unresolved,
     clip, object_key, to_bool, to_list, to_str,
 )
 from vaultdoit.hcl.functions import FUNCTIONS, TypeSpec, convert, type_spec
@@ -779,6 +780,12 @@ def _lenient(node: Node, scope: Scope, what: str) -> Any:
         return node.ev(scope.with_effects(effects))
     except Unresolved as exc:
         return Unknown(text=node.loc.text, where=node.loc.where, reason=exc.reason, prefix=exc.prefix)
+    except MissingFile as exc:
+        # Not there yet (a key the build makes) or missing: the stage depends on it, and
+        # building the stage says so if it is still missing then; listing works meanwhile.
+        effects.reads.add(exc.path)
+        return Unknown(text=node.loc.text, where=exc.where or node.loc.where,
+                       reason=f"{exc.path} does not exist yet")
     except EvalError as exc:
         raise TemplateError(f"{what}: {exc.message}", file=exc.where or node.loc.where, hint=exc.hint) from None
     except RecursionError:
