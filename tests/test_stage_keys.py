@@ -216,3 +216,19 @@ def test_damaged_database_is_one_line_and_repair_keeps_every_image(project_copy,
     db.unlink()
     assert vaultdoit(root, "repair").returncode == 0
     assert doit(root, env, "final_image") == set()
+
+
+def test_a_setting_that_cannot_be_resolved_is_one_warning_and_keys_by_its_text(project_copy):
+    root = project_copy("inputs")
+    template = root / "packer/inputs.pkr.hcl"
+    template.write_text(template.read_text().replace(
+        '  provisioner "shell" {\n    script = "scripts/setup.sh"\n  }',
+        '  provisioner "shell" {\n    script = "scripts/setup.sh"\n    environment_vars = ["RELEASE=${var.release}"]\n  }')
+        + '\nvariable "release" {\n  type = string\n}\n')
+    project = load_project(root)
+    (warning,) = [w for w in project.warnings if "release" in w]
+    assert warning.startswith(f"{template}:")
+    assert "environment_vars = \"RELEASE=${var.release}\" cannot be resolved before the build" in warning
+    assert 'variable "release" has no value' in warning
+    settings = keys.canonical(project.stage("os").settings)
+    assert '{"unresolved":"\\"RELEASE=${var.release}\\""}' in settings

@@ -22,7 +22,7 @@ from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
 from vaultdoit.inputs import Collector, extra_var_files
 from vaultdoit.iso_store import check_spec, file_name
-from vaultdoit.model import GUEST_HOST, AptRoute, PackerConfig, PackerSource, Provisioner, Stage, Unknown
+from vaultdoit.model import GUEST_HOST, MISSING_YET, AptRoute, PackerConfig, PackerSource, Provisioner, Stage, Unknown
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -318,6 +318,7 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
         found.qemuargs(source, extra_outputs)
         _provisioner_inputs(cfg, source, found, warnings)
         warnings.extend(found.found.warnings)
+        warnings.extend(_unknown_warnings(source, found.found.warnings, _generated(cfg)))
         inputs = found.found.files - {out}
         stages.append(Stage(
             name=source.name, kind="packer", output=out, parent=parent,
@@ -328,6 +329,34 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
             doc=f"packer build {source.only} ({os.path.relpath(source.file, root)})",
         ))
     return stages, warnings
+
+
+def _unknown_warnings(source: PackerSource, said: list[str], generated: frozenset[Path]) -> list[str]:
+    """One line per setting that cannot be resolved before the build (not already said as a path,
+    and not waiting for a file the build makes itself, such as its SSH keys)."""
+    lines: list[str] = []
+
+    def expected(value: Unknown) -> bool:
+        return value.reason.endswith(MISSING_YET) and Path(value.reason[:-len(MISSING_YET)]) in generated
+
+    def walk(value: Any, setting: str) -> None:
+        if isinstance(value, Unknown):
+            if not expected(value) and not any(line.startswith(f"{value.where}:") for line in said):
+                lines.append(f"{value.where}: {setting} = {value.text} cannot be resolved before the build "
+                             f"({value.reason}); the stage's key holds its text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{setting}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item, setting)
+
+    for key, value in sorted(source.attrs.items()):
+        walk(value, key)
+    for index, prov in enumerate(source.provisioners):
+        for key, value in sorted(prov.settings.items()):
+            walk(value, f"provisioner {index + 1} ({prov.type}) {key}")
+    return lines
 
 
 def _backed(source: PackerSource) -> bool:
