@@ -125,6 +125,20 @@ def healthy(proxy: AptProxy, timeout: float = 2.0) -> bool:
         return False
 
 
+def serving(proxy: AptProxy) -> bool:
+    """Cheap check for a no-op run: our instance is alive, listens, and runs this configuration.
+
+    (No HTTP round trip: that is ``healthy``, for when the proxy is started.)
+    """
+    if _pid(proxy) is None or not _port_taken(proxy.port):
+        return False
+    conf = proxy.conf_dir / "acng.conf"
+    try:
+        return conf.read_text() == config_text(proxy)
+    except OSError:
+        return False
+
+
 def _port_taken(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -22,8 +22,7 @@ from typing import Any
 from doit.dependency import SqliteDB
 
 from vaultdoit.errors import FileProblem, shown_path
-
-EXIT_FAILED = 1
+from vaultdoit.exits import EXIT_FAILED
 _failures: list[str] = []
 
 

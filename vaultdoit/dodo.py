@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import actions, checker, config, depdb, interrupt, lock, plan, plancache, state
+from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, state
+from vaultdoit.exits import exit_on_error
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
@@ -63,10 +64,11 @@ def _check_state_dir(state_dir: Path, *, write: bool) -> None:
             pass
 
 
-@actions.task_action
-def _check_inputs(paths: list[str]) -> None:
+def _check_inputs(paths: list[str]) -> Any:
     """Open every input before the task's work starts: an unreadable file fails in seconds, not after a VM build."""
-    checker.check_readable(paths)
+    from vaultdoit.actions import task_action
+
+    return task_action(checker.check_readable)(paths)
 
 
 def _guard(task: dict[str, Any]) -> dict[str, Any]:
@@ -80,8 +82,6 @@ def setup(dodo_file: str) -> dict[str, Any]:
     Commands that change the build take the project's lock first (a second
     build waits, or fails with ``lock=fail``) and make Ctrl-C print one line.
     """
-    from vaultdoit.cli import exit_on_error
-
     root = Path(dodo_file).resolve().parent
     with exit_on_error():
         proj = project(root, _profile_arg())

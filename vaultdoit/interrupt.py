@@ -22,8 +22,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from vaultdoit import proc
-
-EXIT_INTERRUPTED = 130
+from vaultdoit.exits import EXIT_INTERRUPTED
 # How long interrupted tasks get to stop their programs and restore their output.
 SETTLE = proc.STOP_GRACE + proc.TREE_STOP + 10
 
