@@ -150,8 +150,11 @@ def check_supply_chain(root: Path, manifest: dict) -> None:
     assert sbom.packages(document, "deb") == installed(status)
     assert sbom.packages(document, "pypi") == manifest["contents"]["python_packages"]
     assert "pkg:deb/debian/openssh-server@" in text and "distro=debian-12" in text
-    assert [c["name"] for c in document["components"] if c["name"].startswith("stage:")] == \
-        [f"stage:{s}" for s in STAGES]
+    # The chain: each stage a component (with its key), each built on its parent.
+    stages = {c["name"]: c["version"] for c in document["components"] if c["name"].startswith("stage:")}
+    assert stages == {f"stage:{s['name']}": s["input_digest"] for s in manifest["stages"]}
+    depends = {d["ref"]: d.get("dependsOn", []) for d in document["dependencies"]}
+    assert [depends[f"stage:{child}"] for child in STAGES[1:]] == [[f"stage:{parent}"] for parent in STAGES[:-1]]
     for path, owner, mode in (("/etc/shadow", "User:     0   Group:    42", "Mode:  0640"),
                               ("/usr/bin/sudo", "User:     0   Group:     0", "Mode:  04755"),
                               ("/home/vault/.ssh/authorized_keys", "User:  1000   Group:  1000", "Mode:  0600"),
