@@ -71,3 +71,11 @@ class BootError(VaultError):
 
 class ScanError(VaultError):
     """An image (or a key to look for) cannot be read as the leak scan was asked."""
+
+
+class RemoteError(VaultError):
+    """The shared stage cache (an OCI registry) cannot be reached or refused a request."""
+
+
+class RemoteDataError(RemoteError):
+    """What the shared stage cache sent is not what it promised (digest, size, layout)."""

@@ -10,7 +10,8 @@ from vaultdoit import actions
 from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project
 from vaultdoit.model import Stage, StageBuild
-from vaultdoit.tasks.common import digests, log, probe_spec, rel, rels, stall_timeout
+from vaultdoit.remote import spec as remote_spec
+from vaultdoit.tasks.common import digests, log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -19,7 +20,8 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
     cfg = project.config
     build = StageBuild(stage=stage, ancestors=tuple(project.chain(stage)[:-1]), root=cfg.root,
                        state_dir=cfg.state_dir, logfile=log(project, f"stage:{stage.name}"),
-                       digests=digests(project), apt=project.apt)
+                       digests=digests(project), apt=project.apt, remote=remote_spec(cfg),
+                       reports=reports(project))
     if stage.kind == "packer":
         return replace(build, var_files=cfg.var_files, variables=dict(cfg.variables),
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
