@@ -73,3 +73,20 @@ def packer_runs(work: Path) -> list[str]:
     names = log.read_text().split() if log.exists() else []
     log.unlink(missing_ok=True)
     return names
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """A docker-registry of this test's own on 127.0.0.1 (see tests/registry.py), stopped afterwards."""
+    import registry as registry_mod
+
+    if not registry_mod.available():
+        pytest.skip("needs docker-registry (Debian package docker-registry)")
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    server = registry_mod.LocalRegistry(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

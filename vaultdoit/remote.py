@@ -193,7 +193,9 @@ class Registry:
         client.auth._basic_auth = None
         files = _auth_files()
         if files:
-            client.auth.load_configs(f"{self.repository}:latest", configs=files)
+            import oras.container
+
+            client.auth.load_configs(oras.container.Container(f"{self.repository}:latest"), configs=files)
         user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
         if user and password:
             client.auth.set_basic_auth(user, password)
@@ -277,7 +279,8 @@ class Registry:
                 check.update(piece)
                 write(piece)
         except requests.RequestException as exc:
-            raise RemoteError(f"downloading {digest[:19]}…: {_why(exc)}") from None
+            # The registry answered, then the data stopped: what came is unusable, the registry may not be.
+            raise RemoteDataError(f"layer {digest[:19]}… is truncated ({got} of {size} bytes: {_why(exc)})") from None
         finally:
             response.close()
         if got != size:
@@ -561,6 +564,9 @@ def before_build(build: StageBuild, record: dict[str, Any]) -> bool:
     except OSError as err:
         note(f"warning: stage {name}: could not write what the remote cache sent ({err}); building it here")
         return False
+    except Exception as err:  # noqa: BLE001 - the cache is optional: a fault in it never fails a build
+        _failed(remote, RemoteError(f"internal error: {type(err).__name__}: {err}"))
+        return False
     if result is None:
         note(f"stage {name}: not in the remote cache; building it")
         return False
@@ -580,6 +586,9 @@ def after_build(build: StageBuild, record: dict[str, Any]) -> None:
         return
     except OSError as err:
         note(f"warning: stage {build.stage.name}: not pushed ({err})")
+        return
+    except Exception as err:  # noqa: BLE001 - the cache is optional: a fault in it never fails a build
+        _failed(remote, RemoteError(f"internal error: {type(err).__name__}: {err}"))
         return
     note(f"stage {build.stage.name}: {result.summary('pushed to')}")
 
