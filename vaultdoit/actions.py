@@ -94,6 +94,8 @@ def build_stage(build: StageBuild) -> None:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "apt": dataclasses.asdict(apt_proxy.traffic(proxy, since=wall)) if proxy else None,
         "reports": stage_files.reports_snapshot(build.reports),
+        # An overlay is valid only on the exact parent image it was built on.
+        "parent_image_sha256": stage_files.image_digest(build.parent.output) if build.parent else None,
     }
     owned.write_marker(stage.output.parent, record)
     size = stage.output.stat().st_size

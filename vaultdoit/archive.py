@@ -275,6 +275,12 @@ def import_(project: Project, source: str, *, with_keys: bool = False) -> Import
     for name in result.stages:
         packer.recover(cfg.state_dir, project.stage(name))
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    if result.database:
+        # The archive's records describe its images: a stage refused here must not count as built
+        # from them (an older image of this project's could be in its place).
+        refused = [f"stage:{name}" for name in contents.stages if name not in result.stages]
+        with contextlib.chdir(cfg.root):
+            state.forget(project, state.db_path(project), refused)
     result.tasks = state.adopt(project, state.db_path(project))
     return result
 
@@ -290,22 +296,26 @@ def _place(project: Project, contents: Contents, received: dict[Path, Path], dig
         stage = project.stage(name)
         paths = stage_paths(project, name)
         marker_path = paths[-1]
+        problem = None
+        record = None
         if not all(p in received for p in paths):
-            result.refused.append(f"stage {name}: incomplete in the archive, skipped")
+            problem = "incomplete in the archive, skipped"
+        elif digests[stage.output] != entry.get("image_sha256"):
+            problem = "its image does not match the digest in its build record, discarded (it will be built)"
+        else:
+            try:
+                record = json.loads(received[marker_path].read_text())
+            except (OSError, ValueError):
+                record = None
+            if not isinstance(record, dict) or record.get("key") != entry.get("key"):
+                problem = "its build record is damaged, discarded (it will be built)"
+        mine = {p: received.pop(p) for p in paths if p in received}
+        if problem is not None or record is None:
+            stage_files.discard(*mine.values())
+            result.refused.append(f"stage {name}: {problem}")
             continue
-        if digests[stage.output] != entry.get("image_sha256"):
-            result.refused.append(f"stage {name}: its image does not match the digest in its build record, "
-                                  "discarded (it will be built)")
-            continue
-        try:
-            record = json.loads(received[marker_path].read_text())
-        except (OSError, ValueError):
-            record = None
-        if not isinstance(record, dict) or record.get("key") != entry.get("key"):
-            result.refused.append(f"stage {name}: its build record is damaged, discarded (it will be built)")
-            continue
-        stage_files.install(stage.output, record, {p: received.pop(p) for p in paths[:-1]})
-        stage_files.discard(received.pop(marker_path))
+        stage_files.discard(mine.pop(marker_path))
+        stage_files.install(stage.output, record, mine)
         result.stages.append(name)
     database = _db(project)
     taken = False

@@ -86,9 +86,8 @@ def parent_image(build: StageBuild) -> str | None:
     """sha256 of the parent's image as its build record says (None for a first stage)."""
     if build.parent is None:
         return None
-    record = owned.read_marker(build.parent.output.parent) or {}
-    digest = record.get("image_sha256")
-    if not isinstance(digest, str):
+    digest = stage_files.image_digest(build.parent.output)
+    if digest is None:
         raise RemoteError(f"the parent stage {build.parent.name} has no build record",
                           hint=f"build stage:{build.parent.name} first")
     return digest
@@ -381,7 +380,7 @@ def push_stage(registry: Registry, remote: RemoteCache, build: StageBuild, recor
             continue
         registry.upload(layer["digest"], layer["size"], _Range(path, offset, layer["size"]))
         sent += layer["size"]
-    config = keys.canonical({**record, "parent_image_sha256": parent}).encode()
+    config = keys.canonical(record).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     if not registry.has_blob(config_digest):
         registry.upload(config_digest, len(config), config)
@@ -411,7 +410,8 @@ def pull_stage(registry: Registry, build: StageBuild, record: dict[str, Any]) ->
     verified; None when the registry has none."""
     start = time.monotonic()
     stage = build.stage
-    tag = tag_for(str(record["key"]), parent_image(build))
+    parent = parent_image(build)
+    tag = tag_for(str(record["key"]), parent)
     found = registry.manifest(tag)
     if found is None:
         return None
@@ -421,8 +421,8 @@ def pull_stage(registry: Registry, build: StageBuild, record: dict[str, Any]) ->
     if config.get("mediaType") != RECORD_TYPE or not isinstance(layers, list):
         raise RemoteDataError(f"{tag[:16]}… is not a vaultdoit stage")
     remote_record = _record(registry, config)
-    if remote_record.get("key") != record["key"]:
-        raise RemoteDataError(f"{tag[:16]}… holds a stage of another key")
+    if remote_record.get("key") != record["key"] or remote_record.get("parent_image_sha256") != parent:
+        raise RemoteDataError(f"{tag[:16]}… holds a stage of another key or parent")
     targets = _targets(build, layers)
     folder = stage.output.parent
     made = not folder.exists()
@@ -455,7 +455,6 @@ def pull_stage(registry: Registry, build: StageBuild, record: dict[str, Any]) ->
                 folder.rmdir()
         raise
     seconds = time.monotonic() - start
-    remote_record.pop("parent_image_sha256", None)
     stage_files.install(stage.output, {
         **remote_record, **record,
         "pulled": {"from": f"{registry.repository}:{tag}", "manifest": manifest_digest,

@@ -24,6 +24,14 @@ PIECE = 2**20  # read and write in pieces of this size: memory stays flat whatev
 REPORT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 
 
+def image_digest(image: Path) -> str | None:
+    """sha256 of a stage image as its build record says ("sha256:<hex>"), or None."""
+    from vaultdoit import owned
+
+    digest = (owned.read_marker(image.parent) or {}).get("image_sha256")
+    return digest if isinstance(digest, str) else None
+
+
 def reports_snapshot(folder: Path | None) -> dict[str, str]:
     """The report files in ``folder`` (plain files, by name) with their sha256 digests.
 
