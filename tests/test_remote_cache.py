@@ -103,6 +103,9 @@ def test_a_second_clone_pulls_everything_the_first_built(tmp_path: Path, registr
     explained = vaultdoit(b, "explain", "stage:top").stdout
     assert f"key: {record(a, 'top')['key']}" in explained
     assert f"image: pulled from {registry.repository()}:{tag_of(a, 'top')}" in explained
+    shown = vaultdoit(b, "cache", "status", env={"VAULTDOIT_REMOTE_CACHE": registry.repository()}).stdout
+    assert f"remote  {registry.repository()}: pulls, and pushes the stages built here" in shown
+    assert f"stage top: pulled from {registry.repository()}:{tag_of(a, 'top')}" in shown
     manifest = json.loads((b / "build/final/team.qcow2.manifest.json").read_text())
     assert [s["key"] for s in manifest["stages"]] == [record(a, s)["key"] for s in STAGES]
     assert manifest["stages"][-1]["pulled_from"].startswith(registry.repository())

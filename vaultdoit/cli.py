@@ -1,29 +1,26 @@
-"""The vaultdoit command line: what doit lacks (explain, status, init).
+"""The vaultdoit command line: what doit lacks (explain, status, doctor, scan, repair, init).
 
-This is the one place that maps errors to exit codes:
-0 success, 1 a build or check failed, 2 a user mistake (VaultError),
-3 an unexpected internal error, 130 interrupted.
+Errors become exit codes in vaultdoit.exits, the one place that maps them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from vaultdoit import __version__
-from vaultdoit.errors import CommandFailed, RemoteError, Stalled, VaultError
+from vaultdoit.errors import VaultError
+from vaultdoit.exits import EXIT_FAILED, EXIT_USER, exit_on_error
 
 if TYPE_CHECKING:
     from vaultdoit.plan import Project
 
-EXIT_FAILED, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 DODO = '''"""doit entry point: `doit list`, `doit final_image`, `doit verify`."""
 
@@ -31,32 +28,6 @@ from vaultdoit.dodo import setup
 
 globals().update(setup(__file__))
 '''
-
-
-@contextmanager
-def exit_on_error(debug: bool = False) -> Iterator[None]:
-    """Turn exceptions into one line on stderr and the matching exit code."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        click.echo("vaultdoit: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except (CommandFailed, Stalled, RemoteError) as err:
-        click.echo(f"vaultdoit: error: {err}", err=True)
-        sys.exit(EXIT_FAILED)
-    except VaultError as err:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"vaultdoit: error: {err}", err=True)
-        sys.exit(EXIT_USER)
-    except Exception:  # noqa: BLE001 - the last line of defence
-        if debug:
-            traceback.print_exc()
-        else:
-            exc = sys.exc_info()[1]
-            click.echo(f"vaultdoit: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                       err=True)
-        sys.exit(EXIT_INTERNAL)
 
 
 def _root(path: str | None) -> Path:
@@ -176,6 +147,16 @@ def cache_stop(obj: dict[str, object]) -> None:
         click.echo("stopped apt-cacher-ng" if apt_proxy.stop(proxy) else "apt-cacher-ng was not running")
 
 
+@contextlib.contextmanager
+def _locked(obj: dict[str, object], command: str) -> Iterator[Project]:
+    """The project, with its build lock held: no build changes the stages while they move."""
+    from vaultdoit import lock
+
+    project = _project(obj)
+    with lock.held(project.config.root, f"vaultdoit cache {command}"):
+        yield project
+
+
 @cache.command("export")
 @click.argument("file")
 @click.option("--with-keys", is_flag=True, help="Also the SSH keys (private ones included): only for private stores.")
@@ -184,8 +165,8 @@ def cache_export(obj: dict[str, object], file: str, with_keys: bool) -> None:
     """Write the built stages, the final image and the build state to FILE (a tar; `-`: stdout)."""
     from vaultdoit import archive
 
-    with exit_on_error(bool(obj["debug"])):
-        contents = archive.export(_project(obj), file, with_keys=with_keys)
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "export") as project:
+        contents = archive.export(project, file, with_keys=with_keys)
         stages = ", ".join(contents.stages) or "none"
         click.echo(f"exported stages: {stages}; {len(contents.files)} other files"
                    f"{' and the dependency records' if contents.database else ''} to {file}", err=file == "-")
@@ -199,8 +180,8 @@ def cache_import(obj: dict[str, object], file: str, with_keys: bool) -> None:
     """Read FILE (written by `cache export`; `-`: stdin) into this project, then say what is up to date."""
     from vaultdoit import archive
 
-    with exit_on_error(bool(obj["debug"])):
-        result = archive.import_(_project(obj), file, with_keys=with_keys)
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "import") as project:
+        result = archive.import_(project, file, with_keys=with_keys)
         for line in result.refused:
             click.echo(line)
         click.echo(f"imported stages: {', '.join(result.stages) or 'none'}; {result.files} other files")
@@ -215,8 +196,8 @@ def cache_push(obj: dict[str, object], stages: tuple[str, ...]) -> None:
     """Push STAGES (default: every stage) to the remote cache, if built for today's inputs."""
     from vaultdoit import remote
 
-    with exit_on_error(bool(obj["debug"])):
-        for line in remote.push_stages(_project(obj), stages):
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "push") as project:
+        for line in remote.push_stages(project, stages):
             click.echo(line)
 
 
@@ -228,8 +209,8 @@ def cache_pull(obj: dict[str, object], stages: tuple[str, ...]) -> None:
     project's are not built for today's inputs; doit then counts them as up to date."""
     from vaultdoit import remote
 
-    with exit_on_error(bool(obj["debug"])):
-        for line in remote.pull_stages(_project(obj), stages):
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "pull") as project:
+        for line in remote.pull_stages(project, stages):
             click.echo(line)
 
 

@@ -456,7 +456,7 @@ def pull_stage(registry: Registry, build: StageBuild, record: dict[str, Any]) ->
         raise
     seconds = time.monotonic() - start
     stage_files.install(stage.output, {
-        **remote_record, **record,
+        **remote_record, **record, "apt": None,  # no APT traffic here (the builder's is in the registry)
         "pulled": {"from": f"{registry.repository}:{tag}", "manifest": manifest_digest,
                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1)},
     }, received)

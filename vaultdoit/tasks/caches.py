@@ -56,7 +56,7 @@ def apt_proxy_task(project: Project) -> dict[str, Any] | None:
         return None
 
     def serving() -> bool:
-        return apt_proxy.healthy(proxy)
+        return apt_proxy.serving(proxy)
 
     return {
         "basename": "cache:apt",

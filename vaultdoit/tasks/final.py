@@ -9,6 +9,7 @@ from typing import Any
 
 from vaultdoit import actions
 from vaultdoit.plan import Project
+from vaultdoit.bootspec import BootSpec
 from vaultdoit.final import manifest_path
 from vaultdoit.tasks.common import log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
@@ -57,8 +58,6 @@ def final_image_task(project: Project) -> dict[str, Any]:
 
 def verify_task(project: Project) -> dict[str, Any]:
     """Boot the final image (snapshot=on) and check it over SSH; fails the build on any failure."""
-    from vaultdoit.vm import BootSpec
-
     cfg = project.config
     kernel, initrd = boot_files(project)
     out = cfg.final_image

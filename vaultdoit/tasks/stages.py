@@ -23,7 +23,9 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
                        digests=digests(project), apt=project.apt, remote=remote_spec(cfg),
                        reports=reports(project))
     if stage.kind == "packer":
-        return replace(build, var_files=cfg.var_files, variables=dict(cfg.variables),
+        assert stage.packer is not None
+        assigned = {name: stage.packer.variables[name] for name in stage.packer.assigned}
+        return replace(build, variables=assigned,
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
                        stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project))
     return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=cfg.build_dir / "tmp")
