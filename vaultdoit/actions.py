@@ -202,7 +202,10 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
     shutil.copyfile(requirements, dest / "requirements.txt")
     wheels = {wheel.name: checker.hash_file(wheel)[0] for wheel in sorted(dest.glob("*.whl"))}
     tmp = manifest_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"requirements": str(requirements), "wheels": wheels}, indent=2, sort_keys=True) + "\n")
+    # The manifest is an input of the stages that install the wheels: no path in it, so their
+    # keys are the same wherever the project lives.
+    tmp.write_text(json.dumps({"requirements_sha256": checker.hash_file(requirements)[0], "wheels": wheels},
+                              indent=2, sort_keys=True) + "\n")
     os.replace(tmp, manifest_file)
 
 
