@@ -104,8 +104,9 @@ def doit(root: Path, label: str, env: dict[str, str]) -> float:
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"{label}: doit failed ({proc.returncode}); see {root}/build/logs\n{proc.stderr[-3000:]}")
-    ran = [t["name"] for t in json.loads(proc.stdout)["tasks"] if t["result"] == "success"]
-    pulled = proc.stderr.count(": pulled from ")
+    tasks = json.loads(proc.stdout)["tasks"]
+    ran = [t["name"] for t in tasks if t["result"] == "success"]
+    pulled = (proc.stderr + "".join(t.get("err", "") for t in tasks)).count(": pulled from ")
     print(f"{label:<32} {seconds:8.1f} s   ran: {', '.join(ran) or 'nothing'}"
           + (f" ({pulled} stages pulled)" if pulled else ""), flush=True)
     return seconds

@@ -374,3 +374,41 @@ def test_pushing_a_multi_gigabyte_overlay_takes_little_memory(tmp_path: Path, re
     layers, moved, skipped, peak_kib = map(int, child.stdout.split())
     assert (layers, moved, skipped) == (8, size, 0)
     assert peak_kib < 150 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
+
+
+def test_a_cloud_image_root_is_never_pushed(tmp_path: Path, registry: LocalRegistry):
+    """A first stage that is an overlay on a downloaded cloud image: only the overlay travels, and
+    the puller's overlay stands on the cloud image it fetched itself."""
+    import http.server
+    import threading
+
+    import test_iso_store as iso
+
+    cloud = tmp_path / "served/cloud.qcow2"
+    cloud.parent.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(cloud), "64M"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 7 0 4M", str(cloud)], check=True,
+                   stdout=subprocess.DEVNULL)
+    iso.Handler.requests, iso.Handler.files, iso.Handler.cut_after = [], {"cloud.qcow2": cloud.read_bytes()}, None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), iso.Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        server = f"http://127.0.0.1:{httpd.server_address[1]}"
+        checksum = f"sha256:{sha256(cloud)}"
+        a, b = tmp_path / "a/proj", tmp_path / "b/deeper/proj"
+        for root in (a, b):
+            iso._remote_project(root, server, checksum, backed=True, name="cloud.qcow2")
+        build(a, remote_env(a, tmp_path / "fa", registry.repository()))
+        own = json.loads((a / "build/os/.vaultdoit-stage.json").read_text())
+        layers = registry.manifest(own["key"])["layers"]
+        assert f"sha256:{sha256(cloud)}" not in {layer["digest"] for layer in layers}
+        assert sum(layer["size"] for layer in layers) == (a / "build/os/os.qcow2").stat().st_size
+        build(b, remote_env(b, tmp_path / "fb", registry.repository()))
+        assert packer_runs(tmp_path / "fb") == []
+        assert (b / "cache/isos/cloud.qcow2").is_file()  # fetched by b itself, from its URL
+        info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(b / "build/os/os.qcow2")],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert info["backing-filename"] == "../../cache/isos/cloud.qcow2"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -26,7 +26,7 @@ same run.
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import functools
 import hashlib
 import io
@@ -451,7 +451,7 @@ def pull_stage(registry: Registry, build: StageBuild, record: dict[str, Any]) ->
     except BaseException:
         stage_files.discard(image_tmp, *received.values())
         if made:
-            with _suppress_os():
+            with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
     seconds = time.monotonic() - start
@@ -513,14 +513,6 @@ def _check_image(image: Path, build: StageBuild) -> None:
         qemu_img.check_stage(image, build.backing)
     except ArtifactError as err:
         raise RemoteDataError(err.message) from None
-
-
-class _suppress_os:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
 
 
 # --------------------------------------------------------------------------- the build's hooks
