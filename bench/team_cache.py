@@ -37,7 +37,7 @@ BIN = Path(sys.executable).parent
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 TRANSFER = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from vaultdoit import remote
 from vaultdoit.model import RemoteCache, Stage, StageBuild
@@ -54,7 +54,8 @@ if verb == "push":
 else:
     result = remote.pull_stage(registry, build, record)
 print(json.dumps({"seconds": time.monotonic() - start, "bytes": result.moved, "layers": result.layers,
-                  "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  # VmHWM: this program's peak resident memory (ru_maxrss would keep the parent's)
+                  "peak_kib": int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))}))
 """
 
 
