@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import actions, checker, config, depdb, interrupt, lock, plan, plancache, state
+from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, state
 from vaultdoit.exits import exit_on_error
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
@@ -64,10 +64,11 @@ def _check_state_dir(state_dir: Path, *, write: bool) -> None:
             pass
 
 
-@actions.task_action
-def _check_inputs(paths: list[str]) -> None:
+def _check_inputs(paths: list[str]) -> Any:
     """Open every input before the task's work starts: an unreadable file fails in seconds, not after a VM build."""
-    checker.check_readable(paths)
+    from vaultdoit.actions import task_action
+
+    return task_action(checker.check_readable)(paths)
 
 
 def _guard(task: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from typing import Any
 
 from doit.tools import run_once
 
-from vaultdoit import actions, apt_proxy
+from vaultdoit import apt_proxy
 from vaultdoit.plan import Project, pubkey, wheel_manifest
-from vaultdoit.tasks.common import log, rel, rels
+from vaultdoit.tasks.common import action, log, rel, rels
 from vaultdoit.uptodate import settings_changed
 
 
@@ -25,7 +25,7 @@ def keys_task(project: Project) -> dict[str, Any]:
     return {
         "basename": "keys",
         "doc": "create the build and access SSH keys (once), or copy the team's shared ones",
-        "actions": [(actions.make_keys, [keys, log(project, "keys")], {"shared": shared})],
+        "actions": [(action("make_keys"), [keys, log(project, "keys")], {"shared": shared})],
         "file_dep": sorted(str(source) for source in shared.values()),
         "targets": rels(project, [p for k in keys for p in (k, pubkey(k))]),
         "uptodate": [run_once],
@@ -41,7 +41,7 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
     return {
         "basename": "cache:wheels",
         "doc": f"download the wheels pinned in {cfg.requirements.relative_to(cfg.root)} into cache/wheels",
-        "actions": [(actions.download_wheels, [cfg.requirements, manifest.parent, manifest,
+        "actions": [(action("download_wheels"), [cfg.requirements, manifest.parent, manifest,
                                                log(project, "cache:wheels")])],
         "file_dep": [rel(project, cfg.requirements)],
         "targets": [rel(project, manifest)],
@@ -61,7 +61,7 @@ def apt_proxy_task(project: Project) -> dict[str, Any] | None:
     return {
         "basename": "cache:apt",
         "doc": f"start the build's apt-cacher-ng on 127.0.0.1:{proxy.port} (cache in cache/apt)",
-        "actions": [(actions.start_apt_proxy, [proxy, log(project, "cache:apt")])],
+        "actions": [(action("start_apt_proxy"), [proxy, log(project, "cache:apt")])],
         "uptodate": [serving],
     }
 
@@ -94,7 +94,7 @@ def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
         yield {
             "basename": f"cache:iso-{cached.name}",
             "doc": f"fetch {url} into cache/isos and verify it ({checksum.split(':')[0]})",
-            "actions": [(actions.fetch_iso, [url, checksum, cached.parent])],
+            "actions": [(action("fetch_iso"), [url, checksum, cached.parent])],
             "targets": [rel(project, cached)],
             # The file is the cache: once present and verified it is never fetched again,
             # unless it changed since it was verified (then it is checked again).

@@ -6,12 +6,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from vaultdoit import actions
 from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project
 from vaultdoit.model import Stage, StageBuild
 from vaultdoit.remote import spec as remote_spec
-from vaultdoit.tasks.common import digests, log, probe_spec, rel, rels, reports, stall_timeout
+from vaultdoit.tasks.common import action, digests, log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -43,7 +42,7 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
         # A top-level name (not a subtask) so plain `doit list` shows every stage.
         "basename": f"stage:{stage.name}",
         "doc": f"{stage.doc}{parent_doc}",
-        "actions": [(actions.build_stage, [stage_build(project, stage)])],
+        "actions": [(action("build_stage"), [stage_build(project, stage)])],
         "file_dep": sorted(set(file_dep)),
         "targets": rels(project, [stage.output, *stage.extra_outputs]),
         "uptodate": [settings_changed(stage.settings), not_interrupted(marker_path(cfg.state_dir, stage))],
