@@ -229,3 +229,38 @@ def team(project_copy, tmp_path: Path):
     """The ``team`` fixture project with the fake packer first on PATH: (root, env, packer log)."""
     root = project_copy("team")
     return root, fake_packer_env(root, tmp_path), tmp_path / "packer.log"
+
+
+def low_free_port() -> int:
+    """A free loopback port below 32768 (apt-cacher-ng binds nothing from there up), picked at
+    random so that test runs side by side on one host rarely try the same one."""
+    import random
+    import socket
+
+    ports = list(range(20000, 32000))
+    random.shuffle(ports)
+    for port in ports[:500]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below 32768")
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """A docker-registry of this test's own on 127.0.0.1 (see tests/registry.py), stopped afterwards."""
+    import registry as registry_mod
+
+    if not registry_mod.available():
+        pytest.skip("needs docker-registry (Debian package docker-registry)")
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    server = registry_mod.LocalRegistry(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

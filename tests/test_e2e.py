@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from conftest import REPO, NormalUser, ensure_subordinate_ids, not_owned_by, ran_tasks
+from conftest import REPO, NormalUser, ensure_subordinate_ids, low_free_port, not_owned_by, ran_tasks
 
 pytestmark = [
     pytest.mark.e2e,
@@ -61,7 +61,8 @@ def project(normal_user: NormalUser) -> Path:
             shutil.copy2(src, root / name)
     # Its own APT proxy port, so a proxy left running by a build in the repository does not clash.
     toml = root / "vault.toml"
-    toml.write_text(toml.read_text().replace('accelerator = "auto"', 'accelerator = "auto"\napt_proxy_port = 3152'))
+    toml.write_text(toml.read_text().replace('accelerator = "auto"',
+                                             f'accelerator = "auto"\napt_proxy_port = {low_free_port()}'))
     key = home / "keys" / "release_ed25519"
     key.parent.mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release@example.com", "-f", str(key)],

@@ -69,7 +69,9 @@ def planted(project_copy, tmp_path: Path, *, in_settings: bool) -> tuple[Path, d
 
 
 def leaks(root: Path, secrets: dict[str, str], *outputs: str) -> list[str]:
-    """Every file under build/ and cache/ (and the command's output) that holds a secret."""
+    """Every file under build/ and cache/ (and the command's output) that holds a secret: logs,
+    reports, manifest, SBOM, signatures, doit's database, the plan cache, and the stage records
+    beside the images (what the remote cache's registry annotations are made of)."""
     found = []
     for folder in ("build", "cache"):
         for path in sorted((root / folder).rglob("*")):

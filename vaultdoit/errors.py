@@ -137,3 +137,11 @@ def shown_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str
 
 class VerificationFailed(VaultError):
     """A signature, checksum or SBOM does not hold: the files are not what was signed."""
+
+
+class RemoteError(VaultError):
+    """The shared stage cache (an OCI registry) cannot be reached or refused a request."""
+
+
+class RemoteDataError(RemoteError):
+    """What the shared stage cache sent is not what it promised (digest, size, layout)."""

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vaultdoit.errors import CommandFailed, LockBusy, Stalled, VaultError, VerificationFailed, os_error
+from vaultdoit.errors import CommandFailed, LockBusy, RemoteError, Stalled, VaultError, VerificationFailed, os_error
 
 EXIT_FAILED, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -30,9 +30,10 @@ def exit_on_error(debug: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         _say("vaultdoit: interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    except (CommandFailed, Stalled, LockBusy, VerificationFailed) as err:
-        # LockBusy too: the project is fine, the same command succeeds later. VerificationFailed:
-        # the files are not what was signed (a check failed, not a mistake of the user's).
+    except (CommandFailed, Stalled, LockBusy, RemoteError, VerificationFailed) as err:
+        # LockBusy too: the project is fine, the same command succeeds later; RemoteError: the
+        # registry failed (`vaultdoit cache push|pull`), not the project; VerificationFailed: the
+        # files are not what was signed (a check failed, not a mistake of the user's).
         _say(f"vaultdoit: error: {err}")
         sys.exit(EXIT_FAILED)
     except VaultError as err:

@@ -34,6 +34,11 @@ class Explanation:
     doc: str
     will_run: bool
     reasons: list[str] = field(default_factory=list)
+    # Stage tasks, in `explain` only: the key the stage would be built for now, the key its
+    # image was built for, and where that image came from (built here, or pulled from a registry).
+    key: str | None = None
+    built_key: str | None = None
+    origin: str | None = None
 
 
 def _tasks(proj: Project) -> dict[str, Task]:
@@ -51,7 +56,10 @@ def _rel(proj: Project, path: str) -> str:
 
 def explain_all(root: Path, profile: str | None = None) -> list[Explanation]:
     """Explanations for every task, in build order (parents first)."""
-    proj = load_project(root, profile)
+    return _explain_all(load_project(root, profile))
+
+
+def _explain_all(proj: Project) -> list[Explanation]:
     tasks = _tasks(proj)
     dep_file = proj.config.state_dir / DB_NAME
     if not dep_file.exists():
@@ -116,12 +124,31 @@ def _reasons(proj: Project, deps: Dependency, task: Task, raw: dict[str, Any]) -
 
 def explain(root: Path, task_name: str, profile: str | None = None) -> Explanation:
     """The explanation of one task, or a ConfigError naming the known tasks."""
-    everything = explain_all(root, profile)
+    proj = load_project(root, profile)
+    everything = _explain_all(proj)
     for item in everything:
         if item.task == task_name:
+            if task_name.startswith("stage:"):
+                _add_key(proj, item, task_name.split(":", 1)[1])
             return item
     known = ", ".join(e.task for e in everything)
     raise ConfigError(f"no task named {task_name!r}", hint=f"pick one of: {known}")
+
+
+def _add_key(proj: Project, item: Explanation, name: str) -> None:
+    """The stage's key now (inputs are read and hashed), the one its image was built for, its origin."""
+    from vaultdoit import keys, owned
+
+    with contextlib.chdir(proj.config.root):
+        try:
+            item.key = keys.planned_keys(proj.stages, proj.config.root, digests(proj)).get(name)
+        except OSError:
+            item.key = None  # an input is missing: the reasons say which
+    record = owned.read_marker(proj.stage(name).output.parent) or {}
+    if record.get("stage") == name:
+        item.built_key = record.get("key")
+        pulled = record.get("pulled")
+        item.origin = f"pulled from {pulled.get('from')}" if isinstance(pulled, dict) else "built here"
 
 
 def to_json(items: list[Explanation]) -> str:
