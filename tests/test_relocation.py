@@ -88,7 +88,7 @@ def test_export_then_import_into_a_clone_elsewhere_is_a_no_op(built: Path, tmp_p
     archive = tmp_path / "cache.tar"
     out = vaultdoit(built, "cache", "export", str(archive))
     assert out.returncode == 0, out.stderr
-    assert b"exported stages: base, mid, top; 3 other files and the dependency records" in out.stdout
+    assert b"exported stages: base, mid, top; 4 other files and the dependency records" in out.stdout  # final image, .sha256, manifest, SBOM
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert names[0] == "vaultdoit-archive.json"
@@ -99,7 +99,7 @@ def test_export_then_import_into_a_clone_elsewhere_is_a_no_op(built: Path, tmp_p
     imported = vaultdoit(second, "cache", "import", str(archive))
     assert imported.returncode == 0, imported.stderr
     text = imported.stdout.decode()
-    assert "imported stages: base, mid, top; 3 other files" in text
+    assert "imported stages: base, mid, top; 4 other files" in text
     assert "stage:top: up to date" in text and "final_image: up to date" in text
     assert doit(second, tmp_path / "fake2") == set()
     assert packer_runs(tmp_path / "fake2") == []
