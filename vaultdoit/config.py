@@ -127,6 +127,7 @@ class ProjectConfig:
     allowed_paths: tuple[Path, ...] = ()
     stall_timeout: float = 0.0  # 0: each stage decides
     stage_configs: tuple[StageConfig, ...] = ()
+    keep_failed: bool = False  # keep a failed stage's disk aside (build/<profile>/failed/<stage>/)
 
     @property
     def config_file(self) -> Path:
@@ -148,6 +149,11 @@ class ProjectConfig:
     def state_dir(self) -> Path:
         """vaultdoit's own bookkeeping (doit's dependency DB, digests, markers)."""
         return self.build_dir / ".vaultdoit"
+
+    @property
+    def failed_dir(self) -> Path:
+        """Where ``keep_failed`` puts a failed stage's disk: never a stage's output folder."""
+        return self.build_dir / "failed"
 
     @property
     def cache_dir(self) -> Path:
@@ -604,6 +610,7 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         apt_proxy_port=r.get(("apt_proxy_port",), PROJECT),
         allowed_paths=r.allowed,
         stall_timeout=r.get(("stall_timeout",), PROJECT),
+        keep_failed=r.get(("keep_failed",), PROJECT),
         stage_configs=tuple(
             StageConfig(name, stall_timeout=r.get(("stages", name, "stall_timeout"), STAGE),
                         origin=f.at(r.written(("stages", name))))

@@ -12,15 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import checker, config, plan, state
+from vaultdoit import checker, config, plan, reporter, runvars, state
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
 
 @functools.cache
-def project(root: Path, profile: str | None) -> plan.Project:
+def project(root: Path, profile: str | None, variables: runvars.RunVars = ()) -> plan.Project:
     """The planned project (cached: doit asks for it once per task family)."""
-    return plan.load_project(root, profile)
+    return plan.load_project(root, profile, variables)
 
 
 def _profile_arg() -> str | None:
@@ -37,7 +37,8 @@ def setup(dodo_file: str) -> dict[str, Any]:
 
     root = Path(dodo_file).resolve().parent
     with exit_on_error():
-        proj = project(root, _profile_arg())
+        run = runvars.from_doit()  # var.NAME=value, keep_failed=1
+        proj = runvars.apply(project(root, _profile_arg(), run.variables), run)
         cfg = proj.config
         # doit opens its dependency DB before running any task: the folder must exist.
         # This is the one write at load time, and it only creates an empty folder.
@@ -53,6 +54,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
         "check_file_uptodate": checker.make_checker(digests(proj)),
         "par_type": "thread",  # the work is subprocesses; threads are enough
         "verbosity": 2,
+        **reporter.doit_config(proj),  # progress, summary and report; `doit list` in build order
     }
 
     def task_vaultdoit() -> Iterator[dict[str, Any]]:

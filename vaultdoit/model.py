@@ -130,6 +130,7 @@ class StageBuild:
     accelerator: str = "auto"
     ansible_cfg: Path | None = None
     stall_timeout: float = 0.0  # 0: the stage decides
+    keep_failed: Path | None = None  # where a failed build's disk is kept (build/<profile>/failed); None: removed
     probe: Any = None  # vaultdoit.accel.ProbeSpec: the kernels the accelerator probe may boot
     # Bootstrapped stages only: the bootstrap's own spec (vaultdoit.bootstrap.BootstrapSpec).
     bootstrap: Any = None

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vaultdoit import config as config_mod
-from vaultdoit import hcl, keys, owned, playbook
+from vaultdoit import hcl, keys, owned, playbook, runvars
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
@@ -347,13 +347,19 @@ def _order(stages: list[Stage]) -> list[Stage]:
     return ordered
 
 
-def load_project(root: Path, profile: str | None = None) -> Project:
-    """Read vault.toml, the templates and the playbooks under ``root`` into a Project."""
+def load_project(root: Path, profile: str | None = None, variables: runvars.RunVars = ()) -> Project:
+    """Read vault.toml, the templates and the playbooks under ``root`` into a Project.
+
+    ``variables`` are per-run Packer variables (see runvars.py): over vault.toml's.
+    """
     cfg = config_mod.load(root, profile)
+    if variables:
+        cfg = replace(cfg, variables={**cfg.variables, **dict(variables)})
     stages = _bootstrap_stages(cfg)
     known = {s.output: s.name for s in stages}
     overrides = {k: v for k, v in cfg.variables.items()}
     packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, overrides=overrides)
+    runvars.check_declared(variables, packer_cfg.variables, cfg.packer_dir)
     extra_outputs = frozenset(p for s in stages for p in s.extra_outputs)
     packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs)
     stages += packer_stages

@@ -49,6 +49,10 @@ def _is_strs(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(i, str) for i in v)
 
 
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
 def _is_table(v: Any) -> bool:
     return isinstance(v, dict)
 
@@ -68,6 +72,7 @@ STRING = Kind("a string", "string", _is_str)
 INTEGER = Kind("an integer", "integer", _is_int)
 SECONDS = Kind("a number of seconds", "seconds", _is_number, float)
 STRINGS = Kind("a list of strings", "list of strings", _is_strs, tuple)
+BOOLEAN = Kind("true or false", "boolean", _is_bool)
 TABLE = Kind("a table", "table", _is_table, shape="table")
 TABLES = Kind("a table of tables", "tables", _is_table, shape="tables")
 FREE = Kind("a table", "table", _is_table, shape="free")
@@ -200,6 +205,11 @@ SETTINGS: tuple[Setting, ...] = (
             "kernel booted directly, 900 for a disk image with its own boot loader, 1800 for an ISO installer "
             "(which may print nothing for minutes)",
             check=at_least(0), hint="use 0 (automatic) or a number of seconds"),
+    Setting("keep_failed", PROJECT, BOOLEAN, False,
+            "keep a failed stage's VM disk in `build/<profile>/failed/<stage>/` (never as the stage's image: "
+            "the previous good one stays) and print how to boot it with `vaultdoit run failed:<stage>`; Packer "
+            "then runs with `-on-error=abort`, so it leaves the disk; also `doit final_image keep_failed=1`",
+            example="keep_failed = true"),
     Setting("final", PROJECT, TABLE, None, "how the final image is made (see below)", table=FINAL),
     Setting("verify", PROJECT, TABLE, None, "the boot test of the final image (see below)", table=VERIFY),
     Setting("bootstrap", PROJECT, TABLES, None, "stages built without Packer (see below)", table=BOOTSTRAP),

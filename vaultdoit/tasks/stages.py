@@ -8,7 +8,7 @@ from typing import Any
 
 from vaultdoit import actions
 from vaultdoit.packer import marker_path
-from vaultdoit.plan import Project
+from vaultdoit.plan import Project, wheel_manifest
 from vaultdoit.model import Stage, StageBuild
 from vaultdoit.tasks.common import digests, log, probe_spec, rel, rels, stall_timeout
 from vaultdoit.uptodate import not_interrupted, settings_changed
@@ -23,7 +23,8 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
     if stage.kind == "packer":
         return replace(build, var_files=cfg.var_files, variables=dict(cfg.variables),
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
-                       stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project))
+                       stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project),
+                       keep_failed=cfg.failed_dir if cfg.keep_failed else None)
     return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=cfg.build_dir / "tmp")
 
 
@@ -46,6 +47,21 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
         # Ordering only: the proxy must serve before a stage installs packages.
         "task_dep": ["cache:apt"] if project.apt.managed_root is not None else [],
         "clean": True,
+        "meta": {"vaultdoit": stage_meta(project, stage)},
+    }
+
+
+def stage_meta(project: Project, stage: Stage) -> dict[str, Any]:
+    """What the run's progress, summary and report show about the stage (plain, project-relative)."""
+    manifest = wheel_manifest(project.config)
+    wheels = manifest in stage.inputs and project.config.requirements is not None
+    return {
+        "kind": "stage", "stage": stage.name, "parent": stage.parent, "builder": stage.kind,
+        "image": rel(project, stage.output), "log": rel(project, log(project, f"stage:{stage.name}")),
+        "wheelhouse": rel(project, manifest) if wheels else None,
+        "top": stage.name == project.top.name,
+        # The cache tasks whose files the stage uses (for the stage graph).
+        "uses": ([f"cache:iso-{stage.iso[2].name}"] if stage.iso else []) + (["cache:wheels"] if wheels else []),
     }
 
 
