@@ -102,7 +102,10 @@ def explain_tasks(deps: Dependency, tasks: dict[str, Task], root: Path,
         if name not in chosen:
             continue
         status = deps.get_status(task, tasks, get_log=True)
-        reasons = _reasons(root, deps, task, status.reasons)
+        if status.status == "run" and not deps._in(task.name):
+            reasons = ["never built (no record of a successful run)"]
+        else:
+            reasons = _reasons(root, deps, task, status.reasons)
         # A task whose input another task is about to rebuild will run too.
         for dep in sorted(task.file_dep):
             upstream = producer.get(dep)

@@ -200,6 +200,11 @@ def html(record: dict[str, Any], here: Path) -> str:
             log = (t.get("meta") or {}).get("log")
             out.append(f"<p><b>{escape(t['name'])}</b> failed after {duration(t.get('elapsed'))} · log: "
                        f"{_link(root, log, here)}</p><pre class=\"fail\">{escape(t.get('message') or '')}</pre>")
+            kept = (t.get("facts") or {}).get("failed_disk")
+            if kept and (t.get("meta") or {}).get("stage") and kept.get("kept_at", 0) >= record["started"] - 1:
+                out.append(f"<p>The failed build's disk was kept: {_link(root, kept['path'], here)} · boot it with "
+                           f"<code>vaultdoit run failed:{escape(t['meta']['stage'])}</code> (on a throwaway "
+                           "snapshot), then <code>vaultdoit ssh</code>.</p>")
         for error in record.get("errors") or []:
             out.append(f'<pre class="fail">{escape(error)}</pre>')
     out += [

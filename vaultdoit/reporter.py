@@ -11,7 +11,6 @@ no report.
 
 from __future__ import annotations
 
-import shlex
 import sys
 import threading
 import time
@@ -222,6 +221,8 @@ class Reporter:
         """Write the run's record, HTML report and JUnit file (never fails the run)."""
         if self.context is None:
             return None
+        import shlex
+
         from vaultdoit import report
 
         record = {

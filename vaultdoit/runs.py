@@ -76,6 +76,9 @@ def facts(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
         for key in ("build_seconds", "finished", "image_bytes", "key", "apt"):
             if record.get(key) is not None:
                 found[key] = record[key]
+        kept = meta.get("failed_disk")
+        if kept and (root / kept).is_file():
+            found["failed_disk"] = {"path": kept, "kept_at": (root / kept).parent.stat().st_mtime}
         if meta.get("wheelhouse"):
             manifest = read_json(root / meta["wheelhouse"]) or {}
             found["wheels"] = len(manifest.get("wheels") or {})

@@ -13,7 +13,6 @@ settings of the build VM rebuild nothing).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -84,6 +83,8 @@ def check_declared(given: RunVars, declared: Mapping[str, object], folder: Path)
     """Refuse a variable the templates do not declare (Packer would refuse it too, later)."""
     for name, _ in given:
         if name not in declared:
+            import difflib
+
             close = difflib.get_close_matches(name, list(declared), n=1)
             raise ConfigError(f"{PREFIX}{name}: no variable \"{name}\" is declared in the templates",
                               file=folder, hint=f'did you mean "{close[0]}"?' if close else

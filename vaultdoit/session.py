@@ -174,8 +174,8 @@ def run(project: Project, target: Target, *, memory: int = 2048, cpus: int = 2,
     verdict = accel.verdict(cfg.accelerator, probe_spec(project, (target.kernel,) if target.kernel else ()),
                             announce=False)
     if verdict.accelerator == "tcg":
-        say(f"vaultdoit: no KVM here ({verdict.reason}): the guest runs under TCG, several times slower; "
-            "booting to a login takes a minute or more")
+        say(f"vaultdoit: TCG, not KVM ({verdict.reason}): the guest runs several times slower; "
+            "a login prompt takes a minute or more")
     spec = vm.BootSpec(image=target.image, kernel=target.kernel, initrd=target.initrd, append=target.append,
                        memory=memory, cpus=cpus, user=target.user, key=target.key, log_dir=cfg.logs_dir)
     port = vm.free_port()

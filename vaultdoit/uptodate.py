@@ -44,7 +44,7 @@ class settings_changed:
 
     def __repr__(self) -> str:
         return (f"settings_changed({self.ident}: {len(self.settings)} settings, "
-                f"sha256 {sha256_text(self.text)[:12]}; `vaultdoit explain` names the changes)")
+                f"sha256 {sha256_text(self.text)[:12]}; `doit explain` names the changes)")
 
 
 class not_interrupted:

@@ -60,6 +60,7 @@ def stage_meta(project: Project, stage: Stage) -> dict[str, Any]:
         "image": rel(project, stage.output), "log": rel(project, log(project, f"stage:{stage.name}")),
         "wheelhouse": rel(project, manifest) if wheels else None,
         "top": stage.name == project.top.name,
+        "failed_disk": rel(project, project.config.failed_dir / stage.name / stage.output.name),
         # The cache tasks whose files the stage uses (for the stage graph).
         "uses": ([f"cache:iso-{stage.iso[2].name}"] if stage.iso else []) + (["cache:wheels"] if wheels else []),
     }
