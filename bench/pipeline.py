@@ -46,7 +46,7 @@ def main() -> None:
     try:
         full, _ = run(root, "full build")
         noop, _ = run(root, "no-op")
-        script = root / "ansible/roles/monitoring/files/vault-monitor.py"
+        script = root / "ansible/roles/monitoring/files/bin/vault-monitor"
         script.write_text(script.read_text() + "\n# bench: monitoring change\n")
         final_only, _ = run(root, "monitoring change")
         defaults = root / "ansible/roles/driver_config/defaults/main.yml"

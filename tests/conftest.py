@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,11 @@ def project_copy(tmp_path: Path):
 
 
 def run_doit(root: Path, *args: str, env: dict[str, str] | None = None,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the venv's doit in ``root`` with the JSON reporter."""
+             check: bool = True, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Run the venv's doit in ``root`` (after ``prefix``, e.g. a command that drops privileges)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    proc = subprocess.run([str(VENV_BIN / "doit"), *args], cwd=root, env=full_env,
+    proc = subprocess.run([*prefix, str(VENV_BIN / "doit"), *args], cwd=root, env=full_env,
                           capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"doit {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -73,3 +74,10 @@ def packer_runs(work: Path) -> list[str]:
     names = log.read_text().split() if log.exists() else []
     log.unlink(missing_ok=True)
     return names
+
+
+@pytest.fixture
+def team(project_copy, tmp_path: Path):
+    """The ``team`` fixture project with the fake packer first on PATH: (root, env, packer log)."""
+    root = project_copy("team")
+    return root, fake_packer_env(root, tmp_path), tmp_path / "packer.log"

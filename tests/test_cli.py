@@ -76,7 +76,7 @@ def test_doit_reports_a_bad_template_in_one_line(project_copy):
     proc = run_doit(root, "list", check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "broken.pkr.hcl: HCL syntax error at line 2" in proc.stderr
+    assert "broken.pkr.hcl:2: HCL syntax error at column 13" in proc.stderr
 
 
 def test_init_writes_a_working_dodo(tmp_path: Path):

@@ -27,6 +27,14 @@ pytestmark = [
 ]
 
 PROJECT_FILES = ("dodo.py", "vault.toml", "packer", "ansible", "python")
+# The shared monitoring role's metrics, read in the guest: disk, unit state and the GPU count
+# (no GPU in these VMs: 0, and the first-boot and health checks still pass).
+METRICS_CHECK = (
+    "python3 -c \"import re, sys, urllib.request; "
+    "t = urllib.request.urlopen('http://127.0.0.1:9101/metrics').read().decode(); "
+    "sys.exit(not (re.search('^vault_gpu_count 0$', t, re.M) and 'vault_disk_free_bytes{path=' in t "
+    "and re.search('^vault_unit_active.unit=.vault-monitor.service.. 1$', t, re.M)))\""
+)
 STAGES = ("base", "drivers", "frameworks", "final")
 
 
@@ -113,6 +121,14 @@ def test_full_build_boot_and_incremental(project: Path):
         "/opt/vault/venv/bin/python -c 'import prometheus_client, packaging'",
         "grep -q '^prometheus_client==0.26.0' /etc/vault/pip-freeze.txt",
         "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:9101/metrics')\"",
+        # the shared monitoring role (also the vault-cube image's): disk, unit and GPU metrics,
+        # the health timer, and the first-boot check with its report (no GPU here: 0, not a failure)
+        METRICS_CHECK,
+        "systemctl is-active vault-health.timer && systemctl is-enabled vault-firstboot.service",
+        "test \"$(systemctl show -p Result --value vault-firstboot.service)\" = success",
+        "python3 -c \"import json; r = json.load(open('/var/lib/vault/firstboot.json')); "
+        "assert r['ok'] and r['checks'][0]['check'] == 'gpu', r\"",
+        "sudo -n systemctl start vault-health.service && test -s /run/vault/health.json",
         "test -f /usr/share/doc/vault-mini/README.md && grep -q openssh-server /etc/vault/dpkg-packages.txt",
         # cleanup: no build key, no password, no proxy, no wheelhouse
         f"! grep -q '{build_pub}' ~/.ssh/authorized_keys",
@@ -137,7 +153,7 @@ def test_full_build_boot_and_incremental(project: Path):
     assert {s: identity(stage_image(root, s)) for s in STAGES} == images
 
     # 3. The monitoring script (final stage only).
-    script = root / "ansible/roles/monitoring/files/vault-monitor.py"
+    script = root / "ansible/roles/monitoring/files/bin/vault-monitor"
     script.write_text(script.read_text() + "\n# e2e: monitoring change\n")
     assert doit(root, "final_image") == {"stage:final", "final_image"}
     for s in ("base", "drivers", "frameworks"):

@@ -6,32 +6,16 @@ images with the real qemu-img. The real end-to-end build is in test_e2e.py.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import TESTS, ran_tasks, run_doit
+from conftest import ran_tasks, run_doit
 from vaultdoit.plan import load_project
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
-
-
-@pytest.fixture
-def team(project_copy, tmp_path: Path):
-    root = project_copy("team")
-    project = load_project(root)
-    plan = {s.name: {"output": str(s.output), "parent": str(project.parent(s).output) if s.parent else None}
-            for s in project.stages}
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
-    env = {
-        "PATH": f"{TESTS / 'fakes'}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_PACKER_PLAN": str(tmp_path / "plan.json"),
-        "FAKE_PACKER_LOG": str(tmp_path / "packer.log"),
-    }
-    return root, env, tmp_path / "packer.log"
 
 
 def built(log: Path) -> list[str]:

@@ -84,11 +84,11 @@ def test_mini_profile_of_this_repository():
     drivers = rel(project.stage("drivers").inputs, REPO)
     assert {"build/mini/stages/base/vmlinuz", "build/mini/stages/base/initrd.img"} <= drivers
     assert "ansible/roles/driver_config/templates/vault-driver.conf.j2" in drivers
-    assert "ansible/roles/monitoring/files/vault-monitor.py" not in drivers
+    assert "ansible/roles/monitoring/files/bin/vault-monitor" not in drivers
     frameworks = rel(project.stage("frameworks").inputs, REPO)
     assert "cache/wheels/manifest.json" in frameworks
     final = rel(project.stage("final").inputs, REPO)
-    assert "ansible/roles/monitoring/files/vault-monitor.py" in final
+    assert "ansible/roles/monitoring/files/bin/vault-monitor" in final
     # monitoring depends on image_common through its meta/main.yml
     assert "ansible/roles/image_common/tasks/main.yml" in final
     assert "build/keys/access_ed25519.pub" in final

@@ -162,7 +162,7 @@ def test_built_project_moved_elsewhere_is_a_no_op(project_copy, tmp_path: Path):
     (".", 'output_directory = "." is the project folder itself'),
     ("/tmp", 'output_directory = "/tmp" is outside the project'),
     ("../outside", "is outside the project"),
-    ("build", "contains build/.vaultdoit, which a rebuild would remove"),
+    ("build", 'output_directory = "build" already exists and was not made by a stage build'),
 ])
 def test_output_folders_are_confined(project_copy, output_directory: str, message: str):
     root = project_copy("team")

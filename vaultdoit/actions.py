@@ -21,7 +21,7 @@ from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
 from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, watchdog
-from vaultdoit.errors import VaultError
+from vaultdoit.errors import VaultError, os_error
 from vaultdoit.model import AptRoute, Stage, StageBuild
 
 P = ParamSpec("P")
@@ -29,7 +29,7 @@ R = TypeVar("R")
 
 
 def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
-    """Report VaultError as a doit task failure with our message."""
+    """Report VaultError, and any OSError as one line with its path, as a doit task failure."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | TaskFailed:
@@ -37,6 +37,8 @@ def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
             return func(*args, **kwargs)
         except VaultError as err:
             return TaskFailed(str(err))
+        except OSError as err:  # permission, read-only, disk full, missing file
+            return TaskFailed(str(os_error(err)))
 
     return wrapper
 
@@ -120,7 +122,7 @@ def _packer(build: StageBuild) -> None:
     tools_dir = build.state_dir / "tools"
     env = packer.environment(root=root, tools_dir=packer.write_shim(tools_dir) if shim else None,
                              ansible_cfg=merged_cfg)
-    runtime = dict(build.variables)
+    runtime: dict[str, Any] = {}  # set by vaultdoit for this run: on the command line, never secret
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name
     if stage.iso is not None and "iso_url" in stage.source.attr_vars:
@@ -135,8 +137,13 @@ def _packer(build: StageBuild) -> None:
     if build.apt.guest_url and "apt_proxy" in packer_cfg.variables:
         # Build-time only: reaches the playbooks as an extra var, never the cache key.
         runtime["apt_proxy"] = build.apt.guest_url
+    # Every variable whose value is not the template's default (vault.toml, var files,
+    # PKR_VAR_*, the command line), as resolved by the planner, goes to Packer in a private file:
+    # Packer then sees exactly the values the key was made of, and secrets stay out of argv and logs.
+    assigned = {k: v for k, v in build.variables.items() if k not in runtime}
+    var_file = packer.write_var_file(build.state_dir / "vars" / f"{stage.name}.pkrvars.hcl", assigned)
     # Packer's default on error removes the VM's disk; abort leaves it for keep_failed to keep.
-    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, build.var_files,
+    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [],
                              on_error="abort" if build.keep_failed is not None else None)
     build.logfile.parent.mkdir(parents=True, exist_ok=True)
     build.logfile.write_text("")  # one log per build: the last one is what a failure shows
@@ -148,9 +155,13 @@ def _packer(build: StageBuild) -> None:
         console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
         accelerator=accel_name, root=root)
     note(f"building stage {stage.name} with packer ({accel_name}); log: {build.logfile}")
-    packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
-                       logfile=build.logfile, watch=dog, watch_interval=dog.interval,
-                       keep_failed=functools.partial(keep_failed_disk, build) if build.keep_failed else None)
+    try:
+        packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
+                           logfile=build.logfile, watch=dog, watch_interval=dog.interval,
+                           keep_failed=functools.partial(keep_failed_disk, build) if build.keep_failed else None)
+    finally:
+        if var_file is not None:
+            var_file.unlink(missing_ok=True)
 
 
 def keep_failed_disk(build: StageBuild, folder: Path) -> None:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +117,24 @@ def healthy(proxy: AptProxy, timeout: float = 2.0) -> bool:
     if _pid(proxy) is None:
         return False
     try:
+        import urllib.request  # only when a build asks (the task builders import this module)
+
         with urllib.request.urlopen(f"{proxy.host_url}/acng-report.html", timeout=timeout) as resp:
             return resp.status == 200
+    except OSError:
+        return False
+
+
+def serving(proxy: AptProxy) -> bool:
+    """Cheap check for a no-op run: our instance is alive, listens, and runs this configuration.
+
+    (No HTTP round trip: that is ``healthy``, for when the proxy is started.)
+    """
+    if _pid(proxy) is None or not _port_taken(proxy.port):
+        return False
+    conf = proxy.conf_dir / "acng.conf"
+    try:
+        return conf.read_text() == config_text(proxy)
     except OSError:
         return False
 
@@ -147,7 +162,8 @@ def start(proxy: AptProxy, *, mirrors: list[str] | None = None, logfile: Path | 
         folder.mkdir(parents=True, exist_ok=True)
     conf.write_text(config_text(proxy))
     (proxy.conf_dir / "backends_debian").write_text("".join(f"{m}\n" for m in mirrors))
-    proc.run(["apt-cacher-ng", "-c", str(proxy.conf_dir)], logfile=logfile)
+    # The one program meant to outlive the build: it daemonises, later builds reuse it.
+    proc.run(["apt-cacher-ng", "-c", str(proxy.conf_dir)], logfile=logfile, daemon=True)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if healthy(proxy, timeout=1.0):

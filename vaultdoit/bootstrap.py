@@ -77,6 +77,8 @@ def _boot_file(rootdir: Path, pattern: str) -> Path:
 
 def build(spec: BootstrapSpec, *, workdir: Path, logfile: Path) -> None:
     """Build the base image into a scratch folder, then rename the results into place."""
+    # An mmdebstrap or a VM left running by a killed build would go on using these.
+    proc.ensure_unused(spec.output.parent, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     spec.output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=workdir))

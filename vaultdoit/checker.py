@@ -199,6 +199,16 @@ class BigFileChecker(MD5Checker):
         self.cache = DigestCache(self.cache_file)
 
     def check_modified(self, file_path: str, file_stat: os.stat_result, state: Any) -> bool:
+        try:
+            return self._modified(file_path, file_stat, state)
+        except FileNotFoundError:
+            raise  # doit reports a missing dependency itself
+        except OSError:
+            # Unreadable now: call it changed, so the task runs and its input
+            # check reports the file in one line (doit would print a traceback).
+            return True
+
+    def _modified(self, file_path: str, file_stat: os.stat_result, state: Any) -> bool:
         norm = _as_state(state)
         if norm is None:
             return True
@@ -227,6 +237,13 @@ class BigFileChecker(MD5Checker):
         if norm is not None and norm[2].startswith(ALGO + ":") and norm[0] == st.st_mtime and norm[1] == st.st_size:
             return None
         return st.st_mtime, st.st_size, cached_digest(self.cache, dep, st)
+
+
+def check_readable(paths: list[str]) -> None:
+    """Open each file for reading; the OSError of the first that cannot be read propagates."""
+    for path in paths:
+        with open(path, "rb"):
+            pass
 
 
 def make_checker(cache_file: Path, big: int = BIG_DEFAULT) -> type[BigFileChecker]:

@@ -1,30 +1,23 @@
-"""The vaultdoit command line: what doit lacks (explain, status, report, run, ssh, init, ...).
+"""The vaultdoit command line: what doit lacks (explain, status, report, graph, run, ssh, doctor, scan, ...).
 
-This is the one place that maps errors to exit codes:
-0 success, 1 a build or check failed, 2 a user mistake (VaultError),
-3 an unexpected internal error, 130 interrupted.
+Errors become exit codes in vaultdoit.exits, the one place that maps them.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from vaultdoit import __version__
-from vaultdoit.errors import CommandFailed, Stalled, VaultError
+from vaultdoit.errors import VaultError
+from vaultdoit.exits import EXIT_FAILED, EXIT_USER, EXIT_WOULD_RUN, exit_on_error
 
 if TYPE_CHECKING:
     from vaultdoit.plan import Project
-
-EXIT_FAILED, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
-EXIT_WOULD_RUN = EXIT_FAILED  # `status`: a task would run (CI gates on it)
 
 DODO = '''"""doit entry point: `doit list`, `doit final_image`, `doit verify`."""
 
@@ -32,32 +25,6 @@ from vaultdoit.dodo import setup
 
 globals().update(setup(__file__))
 '''
-
-
-@contextmanager
-def exit_on_error(debug: bool = False) -> Iterator[None]:
-    """Turn exceptions into one line on stderr and the matching exit code."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        click.echo("vaultdoit: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except (CommandFailed, Stalled) as err:
-        click.echo(f"vaultdoit: error: {err}", err=True)
-        sys.exit(EXIT_FAILED)
-    except VaultError as err:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"vaultdoit: error: {err}", err=True)
-        sys.exit(EXIT_USER)
-    except Exception:  # noqa: BLE001 - the last line of defence
-        if debug:
-            traceback.print_exc()
-        else:
-            exc = sys.exc_info()[1]
-            click.echo(f"vaultdoit: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                       err=True)
-        sys.exit(EXIT_INTERNAL)
 
 
 def _root(path: str | None) -> Path:

@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,6 +277,8 @@ def _parse(path: Path) -> tuple[_File, dict[str, Any]]:
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column})",
                           file=f"{path}:{line}", hint="save the file as UTF-8") from None
+    import tomllib  # only when the plan is made (see plancache)
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

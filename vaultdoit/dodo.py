@@ -8,41 +8,91 @@ from __future__ import annotations
 
 import functools
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import checker, config, plan, reporter, runvars, state
+from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, reporter, runvars, state
+from vaultdoit.exits import exit_on_error
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
 
 @functools.cache
 def project(root: Path, profile: str | None, variables: runvars.RunVars = ()) -> plan.Project:
-    """The planned project (cached: doit asks for it once per task family)."""
-    return plan.load_project(root, profile, variables)
+    """The planned project: from the last run's plan while nothing it read has changed."""
+    kept = root / "build" / ".vaultdoit-plans" / f"{profile or '-'}{runvars.suffix(variables)}.pickle"
+    return plancache.cached(kept, lambda: plan.load_project(root, profile, variables))
 
 
-def _profile_arg() -> str | None:
-    # `doit final_image profile=NAME` (doit's command-line variables).
+def _var(name: str) -> str | None:
+    # `doit final_image profile=NAME lock=fail` (doit's command-line variables).
     from doit import get_var
 
-    value = get_var("profile")
+    value = get_var(name)
     return str(value) if value else None
 
 
-def setup(dodo_file: str) -> dict[str, Any]:
-    """Return the names a dodo.py must define: DOIT_CONFIG and task_* generators."""
-    from vaultdoit.cli import exit_on_error
+def _profile_arg() -> str | None:
+    return _var("profile")
 
+
+def _take_lock(root: Path) -> lock.BuildLock | None:
+    """The project's build lock when this doit command changes the build (not list, info, ...)."""
+    args = sys.argv[1:]
+    if not lock.takes_lock(lock.doit_command(args)):
+        return None
+    build_lock = lock.BuildLock(root)
+    build_lock.acquire(" ".join([Path(sys.argv[0]).name, *args]), wait=lock.mode(_var("lock")) == "wait")
+    return build_lock
+
+
+def _check_state_dir(state_dir: Path, *, write: bool) -> None:
+    """Fail now, with one line, where doit would fail opening its database (exit 3, a traceback)."""
+    # doit opens its dependency DB before running any task: the folder must exist.
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        try:
+            with tempfile.TemporaryFile(dir=state_dir, prefix=".probe-"):
+                pass
+        except OSError as err:  # name the folder, not the probe
+            raise OSError(err.errno, err.strerror, str(state_dir)) from None
+    db = state_dir / state.DB_NAME
+    if db.exists():
+        with db.open("r+b" if write else "rb"):
+            pass
+
+
+def _check_inputs(paths: list[str]) -> Any:
+    """Open every input before the task's work starts: an unreadable file fails in seconds, not after a VM build."""
+    from vaultdoit.actions import task_action
+
+    return task_action(checker.check_readable)(paths)
+
+
+def _guard(task: dict[str, Any]) -> dict[str, Any]:
+    deps = [str(d) for d in task.get("file_dep", ())]
+    return interrupt.tracked(task, before=functools.partial(_check_inputs, deps))
+
+
+def setup(dodo_file: str) -> dict[str, Any]:
+    """Return the names a dodo.py must define: DOIT_CONFIG and task_* generators.
+
+    Commands that change the build take the project's lock first (a second
+    build waits, or fails with ``lock=fail``) and make Ctrl-C print one line.
+    """
     root = Path(dodo_file).resolve().parent
     with exit_on_error():
         run = runvars.from_doit()  # var.NAME=value, keep_failed=1
         proj = runvars.apply(project(root, _profile_arg(), run.variables), run)
         cfg = proj.config
-        # doit opens its dependency DB before running any task: the folder must exist.
-        # This is the one write at load time, and it only creates an empty folder.
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        build_lock = _take_lock(root)
+        if build_lock is not None:
+            interrupt.install()
+            depdb.guard()
+            interrupt.on_change(lambda names: build_lock.note(", ".join(names) or None))
+        _check_state_dir(cfg.state_dir, write=build_lock is not None)
         # A damaged DB would be a traceback from doit: say how to repair it instead.
         state.check_db(cfg.state_dir / state.DB_NAME)
     for warning in proj.warnings:
@@ -58,7 +108,8 @@ def setup(dodo_file: str) -> dict[str, Any]:
     }
 
     def task_vaultdoit() -> Iterator[dict[str, Any]]:
-        yield from gen_all(proj)
+        for task in gen_all(proj):
+            yield _guard(task)
 
     task_vaultdoit.__doc__ = "vaultdoit tasks"
     return {"DOIT_CONFIG": doit_config, "task_vaultdoit": task_vaultdoit}

@@ -21,7 +21,7 @@ from doit.cmd_base import DoitCmdBase
 from doit.cmd_dumpdb import DumpDB as DoitDumpDB
 from doit.exceptions import InvalidCommand
 
-EXIT_WOULD_RUN = 1  # status: something would run (0: everything is up to date)
+from vaultdoit.exits import EXIT_WOULD_RUN  # status: 1 when something would run
 
 opt_json = {"name": "as_json", "short": "", "long": "json", "type": bool, "default": False,
             "help": "machine-readable output"}

@@ -11,10 +11,9 @@ import json
 import os
 import re
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
 
 from vaultdoit import checker
@@ -37,6 +36,8 @@ def file_name(url: str) -> str:
 
 
 def _open(url: str, timeout: float = 60.0, headers: dict[str, str] | None = None) -> Any:
+    import urllib.request  # only when something is fetched (the planner imports this module)
+
     if "://" not in url:
         url = Path(url).resolve().as_uri()
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
@@ -179,7 +180,7 @@ def _download(url: str, part: Path) -> None:
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
         resp = _open(url, headers=headers)
-    except urllib.error.HTTPError as exc:
+    except HTTPError as exc:
         if exc.code == 416 and have:  # already complete
             return
         raise
@@ -219,7 +220,7 @@ def fetch(url: str, checksum: str, store: Path) -> Path:
             shutil.copyfile(src, part)
         else:
             _download(url, part)
-    except (OSError, urllib.error.URLError) as exc:
+    except (OSError, URLError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise VaultError(f"cannot fetch {url}: {reason}", file=target,
                          hint=f"on a machine without network, put the file at {target} "

@@ -65,6 +65,9 @@ class PackerConfig:
     variables: dict[str, Any] = field(hash=False, compare=False)
     sources: tuple[PackerSource, ...] = ()
     sensitive: frozenset[str] = frozenset()  # variables declared with sensitive = true
+    # Variables whose value did not come from the template's default (var files, vault.toml,
+    # PKR_VAR_*, the command line): hand exactly these to Packer so it sees the same values.
+    assigned: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ class StageBuild:
     digests: Path  # the checker's digest sidecar
     apt: AptRoute = AptRoute()
     # Packer stages only:
-    var_files: tuple[Path, ...] = ()
+    # The final value of every variable the template's defaults do not decide (see PackerConfig.assigned).
     variables: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     accelerator: str = "auto"
     ansible_cfg: Path | None = None

@@ -100,6 +100,25 @@ def environment(*, root: Path, tools_dir: Path | None, ansible_cfg: Path | None,
     return env
 
 
+def hcl_value(value: Any) -> str:
+    """``value`` as HCL text: JSON is HCL, but ``${`` and ``%{`` start templates in HCL strings."""
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+
+
+def write_var_file(path: Path, variables: Mapping[str, Any]) -> Path | None:
+    """A private ``*.pkrvars.hcl`` with ``variables`` (None when there are none); the caller removes it."""
+    if not variables:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # values may be secrets
+    with os.fdopen(fd, "w") as fh:
+        fh.write("# Written by vaultdoit for one build; removed when it ends.\n")
+        for name, value in sorted(variables.items()):
+            fh.write(f"{name} = {hcl_value(value)}\n")
+    return path
+
+
 def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
                explicit_var_files: Sequence[Path], on_error: str | None = None) -> list[str]:
     """``packer build`` of one source of a template folder (``on_error``: Packer's ``-on-error``)."""
@@ -161,6 +180,8 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
         raise VaultError("this folder was not made by a stage build; building would replace it",
                          file=folder, hint="point output_directory at a new folder or move this one away")
     prev = _prev(folder)
+    # A VM left running by a killed build would go on writing here.
+    proc.ensure_unused(folder, prev)
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
     marker = marker_path(state_dir, stage)

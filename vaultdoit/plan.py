@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass, replace
+from collections import ChainMap
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaultdoit import config as config_mod
-from vaultdoit import hcl, keys, owned, playbook, runvars
+from vaultdoit import keys, owned, runvars
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
@@ -227,14 +229,18 @@ def _existing(root: Path, values: Any) -> list[Path]:
     return [p for p in found if p.exists()]
 
 
-def _ansible_env(prov: Provisioner) -> dict[str, str]:
-    """What Ansible sees: our environment plus the provisioner's ``ansible_env_vars``."""
-    env = dict(os.environ)
+def _ansible_env(prov: Provisioner) -> Mapping[str, str]:
+    """What Ansible sees: our environment under the provisioner's ``ansible_env_vars``.
+
+    A view, not a copy: only the variables Ansible's settings look up are read
+    (the plan cache records which ones, see plancache).
+    """
+    own: dict[str, str] = {}
     for item in prov.settings.get("ansible_env_vars") or []:
         if isinstance(item, str) and "=" in item:
             key, _, value = item.partition("=")
-            env[key] = value
-    return env
+            own[key] = value
+    return ChainMap(own, os.environ)
 
 
 def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collector,
@@ -255,6 +261,8 @@ def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collect
         inventories = _existing(root, settings.get("inventory_file")) + \
             _existing(root, settings.get("inventory_directory")) + _existing(root, _inventory_args(prov))
         galaxy = _existing(root, settings.get("galaxy_file"))
+        from vaultdoit import playbook  # imports yaml: only when the plan is not cached
+
         closure = playbook.playbook_closure(
             prov.playbook_file, ansible_cfg=cfg.ansible_cfg,
             extra_vars=_extra_vars(prov.extra_arguments),
@@ -350,15 +358,15 @@ def _order(stages: list[Stage]) -> list[Stage]:
 def load_project(root: Path, profile: str | None = None, variables: runvars.RunVars = ()) -> Project:
     """Read vault.toml, the templates and the playbooks under ``root`` into a Project.
 
-    ``variables`` are per-run Packer variables (see runvars.py): over vault.toml's.
+    ``variables`` are per-run Packer variables (see runvars.py): as Packer's ``-var``, over all others.
     """
     cfg = config_mod.load(root, profile)
-    if variables:
-        cfg = replace(cfg, variables={**cfg.variables, **dict(variables)})
     stages = _bootstrap_stages(cfg)
     known = {s.output: s.name for s in stages}
-    overrides = {k: v for k, v in cfg.variables.items()}
-    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, overrides=overrides)
+    from vaultdoit import hcl  # imports python-hcl2: only when the plan is not cached
+
+    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, defaults=dict(cfg.variables),
+                                     overrides=dict(variables))
     runvars.check_declared(variables, packer_cfg.variables, cfg.packer_dir)
     extra_outputs = frozenset(p for s in stages for p in s.extra_outputs)
     packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs)

@@ -4,6 +4,11 @@ Every program runs from an argv list (never a shell), in its own session so
 that Ctrl-C or a failure can stop it and everything it started (QEMU under
 Packer), with its output appended to a log file. Failures raise
 ``CommandFailed`` naming the command, the exit code and the log's last lines.
+
+Every program runs under a small supervisor (``vaultdoit/supervise.py``): a
+child subreaper that stops the program and everything below it when the
+program ends or when this process dies, by any signal (SIGKILL included).
+Only a service that daemonises on purpose (apt-cacher-ng) runs without it.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from vaultdoit.errors import CommandFailed, Stalled, ToolNotFound
+from vaultdoit import supervise
+from vaultdoit.errors import Busy, CommandFailed, Stalled, ToolNotFound
 
 log = logging.getLogger("vaultdoit")
 
@@ -46,6 +52,17 @@ PACKAGES: dict[str, str] = {
 
 TAIL_LINES = 25
 STOP_GRACE = 20.0  # seconds a program gets to clean up after SIGINT (Packer stops its VM)
+SUPERVISOR = Path(supervise.__file__)
+# The supervisor runs on the interpreter running now, reached through /proc: a virtual
+# environment's python may be a symlink into a folder another user cannot enter.
+INTERPRETER = "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable
+# After SIGTERM the supervisor needs at most this long to stop its tree.
+TREE_STOP = supervise.TERM_GRACE + supervise.KILL_DEADLINE + 2.0
+
+# Programs started and not yet finished, with the write end of their supervisor's
+# watch pipe (None for an unsupervised service): stop_all() and stop() use it.
+_LIVE: dict[subprocess.Popen[bytes], int | None] = {}
+_LIVE_LOCK = threading.Lock()
 
 
 def find_tool(name: str) -> str:
@@ -91,39 +108,84 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def _popen(args: list[str], *, daemon: bool = False, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``args`` in a new session; under the supervisor unless it is a ``daemon``."""
+    if daemon:
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        with _LIVE_LOCK:
+            _LIVE[proc] = None
+        return proc
+    # The supervisor watches the read end; only we hold the write end (not
+    # inheritable: no other child gets a copy), so it reads end of file exactly
+    # when this process is gone.
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [INTERPRETER, "-I", "-S", str(SUPERVISOR), str(read_end), "--", *args],
+            pass_fds=(read_end,),
+            start_new_session=True,  # our own process group: we decide how it stops
+            **kwargs,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    with _LIVE_LOCK:
+        _LIVE[proc] = write_end
+    return proc
+
+
+def _release(proc: subprocess.Popen[bytes]) -> None:
+    """Forget a finished program and close its watch pipe."""
+    with _LIVE_LOCK:
+        write_end = _LIVE.pop(proc, None)
+    if write_end is not None:
+        os.close(write_end)
+
+
 def stop(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
-    """Stop ``proc`` and its whole process group: SIGINT, then SIGKILL after ``grace`` s."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """Stop ``proc`` and everything it started.
+
+    SIGINT to its process group first (Packer stops its VM and cleans up);
+    after ``grace`` seconds SIGTERM to the supervisor, which stops every
+    descendant (other process groups included); SIGKILL to the group last.
+    """
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    with _LIVE_LOCK:
+        supervised = _LIVE.get(proc) is not None
+    if supervised and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=TREE_STOP)
+        except subprocess.TimeoutExpired:
+            pass
+    if not supervised or proc.poll() is None:
+        # Unsupervised, or a supervisor that did not finish: kill what is left in the group.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
 
 
-def stop_group(pgid: int, grace: float = 10.0) -> None:
-    """Stop what is left of a finished program's process group: SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.05)
+def stop_all(grace: float = STOP_GRACE) -> None:
+    """Stop every program still running (all at once), e.g. on Ctrl-C while tasks run in threads."""
+    with _LIVE_LOCK:
+        running = [p for p, fd in _LIVE.items() if fd is not None and p.poll() is None]
+    stoppers = [threading.Thread(target=stop, args=(p, grace), daemon=True) for p in running]
+    for thread in stoppers:
+        thread.start()
+    for thread in stoppers:
+        thread.join(grace + TREE_STOP + 5)
 
 
 def _echo(chunk: bytes) -> None:
@@ -232,6 +294,7 @@ def run(
     timeout: float | None = None,
     watch: Callable[[], str | None] | None = None,
     watch_interval: float = 1.0,
+    daemon: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> str:
     """Run ``argv`` to completion; return its stdout when ``capture`` is set.
@@ -240,8 +303,10 @@ def run(
     ``echo`` it is also copied to our stderr so long work shows progress.
     ``watch`` (not with ``capture``) is called every ``watch_interval`` seconds
     while the program runs; a non-empty answer stops it and raises Stalled with
-    that text. With ``echo``, ``progress`` gets the lines a program redraws with
-    ``\r`` (``qemu-img -p``) instead of the terminal and the log.
+    that text. ``daemon``: the program starts a service that must keep running
+    after it exits (apt-cacher-ng), so it runs without the supervisor. With
+    ``echo``, ``progress`` gets the lines a program redraws with ``\r``
+    (``qemu-img -p``) instead of the terminal and the log.
     Raises ToolNotFound, CommandFailed or Stalled.
     """
     args, cmdline = _resolve(argv)
@@ -255,14 +320,14 @@ def run(
         full_env.update(env)
     stdout_target: int | IO[bytes]
     stdout_target = subprocess.PIPE if (capture or echo) else out
-    proc = subprocess.Popen(
+    proc = _popen(
         args,
+        daemon=daemon,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=stdout_target,
         stderr=out if capture else (subprocess.STDOUT if echo else out),
         env=full_env,
         cwd=cwd,
-        start_new_session=True,  # our own process group: we decide how it stops
     )
     captured = b""
     pump: threading.Thread | None = None
@@ -288,11 +353,11 @@ def run(
             out.write(f"[vaultdoit] stopped {cmdline}\n".encode())
             out.close()
         raise
+    finally:
+        _release(proc)
     if not isinstance(out, int):
         out.close()
     if proc.returncode != 0:
-        # What it started and left behind (a VM of `packer build -on-error=abort`) goes too.
-        stop_group(proc.pid)
         last_lines = tail(logfile) if logfile else captured.decode("utf-8", "replace")[-4000:]
         raise CommandFailed(
             f"command failed with {describe_exit(proc.returncode)}: {cmdline}",
@@ -321,14 +386,12 @@ def spawn(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    proc = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        env=full_env, cwd=cwd, start_new_session=True,
-    )
+    proc = _popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
     try:
         yield proc
     finally:
         stop(proc, grace=5.0)
+        _release(proc)
         out.close()
 
 
@@ -369,16 +432,89 @@ def check_output(argv: Sequence[str | os.PathLike[str]], *, timeout: float = 60.
     """
     args, cmdline = _resolve(argv)
     log.debug("+ %s", cmdline)
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = _popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except BaseException:
         stop(proc, grace=2.0)
         raise
+    finally:
+        _release(proc)
     text = out.decode("utf-8", "replace")
     if logfile is not None:
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with logfile.open("a") as fh:
             fh.write(f"+ {cmdline}\n{text}[exit {proc.returncode}]\n")
     return proc.returncode, text
+
+
+def _under(path: str, folders: Sequence[str]) -> bool:
+    return any(path == f or path.startswith(f + os.sep) for f in folders)
+
+
+def _cmdline_paths(pid: str, args: list[str]) -> Iterator[str]:
+    """Absolute forms of the path-like pieces of a command line (``file=x,if=virtio`` included)."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = "/"
+    for arg in args:
+        for piece in arg.replace("=", ",").split(","):
+            if os.sep in piece:
+                yield os.path.normpath(os.path.join(cwd, piece))
+
+
+def users_of(folders: Sequence[Path]) -> list[tuple[int, str]]:
+    """Processes (pid, program name) that hold files under ``folders`` open or name them in their arguments.
+
+    This process and the programs it started are left out. Processes of other
+    users whose open files we may not read are judged by their arguments only.
+    """
+    targets = [os.path.realpath(f) for f in folders]
+    ours = {os.getpid(), *supervise.descendants(os.getpid())}
+    found: list[tuple[int, str]] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in ours:
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                args = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if not args:
+            continue  # a kernel thread or a zombie
+        hit = any(_under(p, targets) for p in _cmdline_paths(name, args))
+        if not hit:
+            try:
+                fds = os.listdir(f"/proc/{name}/fd")
+            except OSError:
+                fds = []
+            for fd in fds:
+                try:
+                    if _under(os.readlink(f"/proc/{name}/fd/{fd}"), targets):
+                        hit = True
+                        break
+                except OSError:
+                    continue
+        if hit:
+            found.append((int(name), Path(args[0]).name))
+    return sorted(found)
+
+
+def ensure_unused(*folders: Path) -> None:
+    """Raise Busy when another process (a QEMU left by a killed build) still uses one of ``folders``."""
+    for folder in folders:
+        if not folder.exists():
+            continue
+        users = users_of([folder])
+        if not users:
+            continue
+        pid, program = users[0]
+        try:
+            where = folder.resolve().relative_to(Path.cwd())
+        except ValueError:
+            where = folder
+        others = len(users) - 1
+        more = f" (so do {others} other process{'es' if others > 1 else ''})" if others else ""
+        raise Busy(f"{program} (pid {pid}) still uses {where}/{more}",
+                   hint=f"stop it, e.g. kill {' '.join(str(p) for p, _ in users)}")

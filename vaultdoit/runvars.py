@@ -79,6 +79,15 @@ def parse(pairs: Iterable[str]) -> RunVars:
     return tuple(sorted(found.items()))
 
 
+def suffix(given: RunVars) -> str:
+    """What tells apart the kept plans of runs with other variables ("" without any)."""
+    if not given:
+        return ""
+    import hashlib
+
+    return "-" + hashlib.sha256(repr(given).encode()).hexdigest()[:16]
+
+
 def check_declared(given: RunVars, declared: Mapping[str, object], folder: Path) -> None:
     """Refuse a variable the templates do not declare (Packer would refuse it too, later)."""
     for name, _ in given:

@@ -19,14 +19,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qemu.qmp import QMPClient, QMPError
+if TYPE_CHECKING:  # qemu.qmp (with asyncio) is imported only when a VM boots
+    from qemu.qmp import QMPClient
 
 from vaultdoit import accel, proc, watchdog
+from vaultdoit.bootspec import DEFAULT_APPEND, BootSpec
 from vaultdoit.errors import BootError, Stalled
 
-DEFAULT_APPEND = "root=/dev/vda rw console=ttyS0"
+__all__ = ["BootSpec", "BootReport", "CheckResult", "boot_test"]
+
 QMP_CONNECT_TIMEOUT = 30.0  # QEMU creates its QMP socket within a second; 30 s covers a loaded host
 SSH_ATTEMPT_TIMEOUT = 60.0  # one login attempt; a TCG guest under load can be slow to authenticate
 KEY_REFUSED_GRACE = 90.0  # a key refused this long after sshd answered will not be accepted later
@@ -42,34 +45,6 @@ FATAL_CONSOLE = (
     "You are in emergency mode",
     "Dropping to a shell!",
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class BootSpec:
-    """What to boot, how, and what must be true once it is up."""
-
-    image: Path
-    kernel: Path | None = None  # direct kernel boot: the images carry no boot loader
-    initrd: Path | None = None
-    append: str = DEFAULT_APPEND
-    accelerator: str = "auto"
-    memory: int = 1024
-    cpus: int = 2
-    user: str = "vault"
-    key: Path
-    units: tuple[str, ...] = ()  # systemd units that must be active
-    checks: tuple[str, ...] = ()  # shell commands run over SSH as ``user``; each must exit 0
-    boot_timeout: float = 600.0
-    shutdown_timeout: float = 120.0
-    check_timeout: float = 300.0  # per check, including `systemctl is-system-running --wait`
-    log_dir: Path  # serial.log, qemu.log and ssh.log go here
-    probe: accel.ProbeSpec | None = None  # for accelerator = "auto" (default: probe with ``kernel``)
-    stall_timeout: float = 0.0  # no console output and no sshd for this long stops the boot; 0 = automatic
-
-    def stall_seconds(self) -> float:
-        """The stall timeout: as set, else short for a kernel whose console is the serial port."""
-        direct = self.kernel is not None and "console=ttyS" in self.append
-        return watchdog.timeout_for(self.stall_timeout, watchdog.DIRECT_BOOT if direct else watchdog.DISK_IMAGE)
 
 
 @dataclass(frozen=True)
@@ -251,6 +226,8 @@ def _read_from(path: Path, offset: int) -> str:
 
 
 async def _connect_qmp(sock_path: Path, qemu: subprocess.Popen[bytes], deadline: float) -> QMPClient:
+    from qemu.qmp import QMPClient, QMPError
+
     """Connect once the socket exists; a QEMU that dies first ends the wait at once."""
     while True:
         if qemu.poll() is not None:
@@ -273,6 +250,8 @@ async def _query_status(client: QMPClient) -> str:
 
 
 async def _powerdown(client: QMPClient, qemu: subprocess.Popen[bytes], timeout: float) -> CheckResult:
+    from qemu.qmp import QMPError
+
     """ACPI power button, then wait for SHUTDOWN and for QEMU to quit; hard stop otherwise."""
     try:
         with client.listener("SHUTDOWN") as listener:

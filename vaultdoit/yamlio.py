@@ -21,7 +21,7 @@ from yaml.resolver import Resolver
 from vaultdoit.errors import PlaybookError
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_EXPANDED", "MAX_NODES", "AnsibleLoader", "YamlList", "YamlMap",
-           "line_of", "load_yaml"]
+           "line_of", "load_yaml", "loads"]
 
 MAX_BYTES = 2 * 1024 * 1024  # the largest real-world vars files are a few hundred KiB
 MAX_NODES = 100_000  # composing costs about 5 µs and 350 bytes per node
@@ -208,7 +208,7 @@ def _check_expansion(root: Node) -> None:
             stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
 
 
-def _prescan(data: bytes) -> None:
+def _prescan(data: bytes | str) -> None:
     """Fail on too many nodes or too deep nesting from the event stream alone."""
     nodes = depth = 0
     for event in yaml.parse(data, Loader=_EventLoader):
@@ -240,6 +240,35 @@ def load_yaml(path: Path) -> Any:
         raise PlaybookError(f"YAML file larger than {MAX_BYTES // (1024 * 1024)} MiB", file=path,
                             hint=_LIMIT_HINT.format(f"{MAX_BYTES // (1024 * 1024)} MiB per file"))
     # Bytes, not text: the YAML reader detects UTF-8/UTF-16 and reports bad bytes itself.
+    try:
+        return _parse(data)
+    except _Limit as exc:
+        raise PlaybookError(f"{exc.problem} at line {exc.line}", file=path, hint=exc.hint) from None
+    except yaml.MarkedYAMLError as exc:
+        raise PlaybookError(_yaml_problem(exc), file=path, hint="fix the YAML syntax") from exc
+    except yaml.YAMLError as exc:
+        raise PlaybookError(f"invalid YAML: {exc}", file=path, hint="fix the YAML syntax") from exc
+
+
+def loads(text: str) -> Any:
+    """Parse YAML text (a template's ``yamldecode()``) within the same bounds as files.
+
+    Raises ValueError with a one-line message.
+    """
+    if len(text) > MAX_BYTES:
+        raise ValueError(f"YAML text larger than {MAX_BYTES // (1024 * 1024)} MiB")
+    try:
+        return _parse(text)
+    except _Limit as exc:
+        raise ValueError(f"{exc.problem} at line {exc.line}") from None
+    except yaml.MarkedYAMLError as exc:
+        raise ValueError(_yaml_problem(exc)) from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid YAML: {exc}") from None
+
+
+def _parse(data: bytes | str) -> Any:
+    """One YAML document, bounded (see the module's docstring); raises _Limit or YAMLError."""
     loader = AnsibleLoader(data)
     try:
         if len(data) > _PRESCAN_BYTES:
@@ -250,16 +279,12 @@ def load_yaml(path: Path) -> Any:
         if loader.saw_alias:
             _check_expansion(node)
         return loader.construct_document(node)
-    except _Limit as exc:
-        raise PlaybookError(f"{exc.problem} at line {exc.line}", file=path, hint=exc.hint) from None
     except yaml.MarkedYAMLError as exc:
         if "maximum nesting depth" in str(exc.problem):  # libyaml's own bound, met while scanning ahead
             line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-            raise PlaybookError(f"YAML nested deeper than {MAX_DEPTH} levels at line {line}", file=path,
-                                hint=_LIMIT_HINT.format(f"{MAX_DEPTH} levels")) from None
-        raise PlaybookError(_yaml_problem(exc), file=path, hint="fix the YAML syntax") from exc
-    except yaml.YAMLError as exc:
-        raise PlaybookError(f"invalid YAML: {exc}", file=path, hint="fix the YAML syntax") from exc
+            raise _Limit(f"YAML nested deeper than {MAX_DEPTH} levels", line,
+                         _LIMIT_HINT.format(f"{MAX_DEPTH} levels")) from None
+        raise
     finally:
         loader.dispose()
 

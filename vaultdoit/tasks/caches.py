@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import actions, apt_proxy
+from vaultdoit import apt_proxy
 from vaultdoit.plan import Project, pubkey, wheel_manifest
-from vaultdoit.tasks.common import log, rel, rels
+from vaultdoit.tasks.common import action, log, rel, rels
 from vaultdoit.uptodate import check, run_once, settings_changed
 
 
@@ -19,7 +19,7 @@ def keys_task(project: Project) -> dict[str, Any]:
     return {
         "basename": "keys",
         "doc": "create the build and access SSH keys (once)",
-        "actions": [(actions.make_keys, [keys, log(project, "keys")])],
+        "actions": [(action("make_keys"), [keys, log(project, "keys")])],
         "targets": rels(project, [p for k in keys for p in (k, pubkey(k))]),
         "uptodate": [run_once()],
         "meta": {"vaultdoit": {"kind": "keys", "log": rel(project, log(project, "keys"))}},
@@ -35,7 +35,7 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
     return {
         "basename": "cache:wheels",
         "doc": f"download the wheels pinned in {cfg.requirements.relative_to(cfg.root)} into cache/wheels",
-        "actions": [(actions.download_wheels, [cfg.requirements, manifest.parent, manifest,
+        "actions": [(action("download_wheels"), [cfg.requirements, manifest.parent, manifest,
                                                log(project, "cache:wheels")])],
         "file_dep": [rel(project, cfg.requirements)],
         "targets": [rel(project, manifest)],
@@ -52,14 +52,14 @@ def apt_proxy_task(project: Project) -> dict[str, Any] | None:
         return None
 
     def serving() -> bool:
-        return apt_proxy.healthy(proxy)
+        return apt_proxy.serving(proxy)
 
     return {
         "basename": "cache:apt",
         "doc": f"start the build's apt-cacher-ng on 127.0.0.1:{proxy.port} (cache in cache/apt)",
-        "actions": [(actions.start_apt_proxy, [proxy, log(project, "cache:apt")])],
-        "uptodate": [check(serving, f"serving(apt-cacher-ng answers on 127.0.0.1:{proxy.port})",
-                           "the APT proxy is not running")],
+        "actions": [(action("start_apt_proxy"), [proxy, log(project, "cache:apt")])],
+        "uptodate": [check(serving, f"serving(apt-cacher-ng on 127.0.0.1:{proxy.port}, this configuration)",
+                           "the APT proxy is not running (or runs with another configuration)")],
         "meta": {"vaultdoit": {"kind": "apt", "log": rel(project, log(project, "cache:apt"))}},
     }
 
@@ -92,7 +92,7 @@ def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
         yield {
             "basename": f"cache:iso-{cached.name}",
             "doc": f"fetch {url} into cache/isos and verify it ({checksum.split(':')[0]})",
-            "actions": [(actions.fetch_iso, [url, checksum, cached.parent])],
+            "actions": [(action("fetch_iso"), [url, checksum, cached.parent])],
             "targets": [rel(project, cached)],
             # The file is the cache: once present and verified it is never fetched again,
             # unless it changed since it was verified (then it is checked again).

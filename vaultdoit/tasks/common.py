@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from pathlib import Path
 
 from vaultdoit.accel import ProbeSpec
@@ -11,6 +12,20 @@ from vaultdoit.keys import relpath
 from vaultdoit.model import Stage
 from vaultdoit.plan import Project
 from vaultdoit.watchdog import qemuarg_values
+
+
+def action(name: str) -> Callable[..., Any]:
+    """The build action ``name`` of vaultdoit.actions, imported only when doit runs it:
+    listing tasks or a no-op run never loads the build machinery."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from vaultdoit import actions
+
+        return getattr(actions, name)(*args, **kwargs)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = f"vaultdoit.actions.{name}"
+    return run
 
 
 def log(project: Project, name: str) -> Path:

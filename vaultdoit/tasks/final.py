@@ -7,10 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import actions
 from vaultdoit.plan import Project
+from vaultdoit.bootspec import BootSpec
 from vaultdoit.final import manifest_path
-from vaultdoit.tasks.common import log, probe_spec, rel, rels, reports, stall_timeout
+from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
 
 
@@ -42,7 +42,7 @@ def final_image_task(project: Project) -> dict[str, Any]:
         "basename": "final_image",
         "doc": f"flatten stages {' -> '.join(s.name for s in project.chain())} into "
                f"build/final/{cfg.final_image.name} ({cfg.final.compression})",
-        "actions": [(actions.flatten_image, [project.top.output, cfg.final_image], {
+        "actions": [(action("flatten_image"), [project.top.output, cfg.final_image], {
             "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, "final_image"),
             "chain": project.chain(), "root": cfg.root,
             "reports": reports(project),
@@ -59,8 +59,6 @@ def final_image_task(project: Project) -> dict[str, Any]:
 
 def verify_task(project: Project) -> dict[str, Any]:
     """Boot the final image (snapshot=on) and check it over SSH; fails the build on any failure."""
-    from vaultdoit.vm import BootSpec
-
     cfg = project.config
     kernel, initrd = boot_files(project)
     out = cfg.final_image
@@ -86,7 +84,7 @@ def verify_task(project: Project) -> dict[str, Any]:
     return {
         "basename": "verify",
         "doc": f"boot {out.name} on a throwaway snapshot and check it over SSH",
-        "actions": [(actions.verify_image, [spec, report, junit])],
+        "actions": [(action("verify_image"), [spec, report, junit])],
         "file_dep": rels(project, [*final_outputs(project), *key]),
         "targets": rels(project, [report, junit]),
         "uptodate": [settings_changed({"units": list(cfg.verify.units), "checks": list(cfg.verify.checks),

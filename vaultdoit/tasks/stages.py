@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from vaultdoit import actions
 from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project, wheel_manifest
 from vaultdoit.model import Stage, StageBuild
-from vaultdoit.tasks.common import digests, log, probe_spec, rel, rels, stall_timeout
+from vaultdoit.tasks.common import action, digests, log, probe_spec, rel, rels, stall_timeout
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -21,7 +20,9 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
                        state_dir=cfg.state_dir, logfile=log(project, f"stage:{stage.name}"),
                        digests=digests(project), apt=project.apt)
     if stage.kind == "packer":
-        return replace(build, var_files=cfg.var_files, variables=dict(cfg.variables),
+        assert stage.packer is not None
+        assigned = {name: stage.packer.variables[name] for name in stage.packer.assigned}
+        return replace(build, variables=assigned,
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
                        stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project),
                        keep_failed=cfg.failed_dir if cfg.keep_failed else None)
@@ -40,7 +41,7 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
         # A top-level name (not a subtask) so plain `doit list` shows every stage.
         "basename": f"stage:{stage.name}",
         "doc": f"{stage.doc}{parent_doc}",
-        "actions": [(actions.build_stage, [stage_build(project, stage)])],
+        "actions": [(action("build_stage"), [stage_build(project, stage)])],
         "file_dep": sorted(set(file_dep)),
         "targets": rels(project, [stage.output, *stage.extra_outputs]),
         "uptodate": [settings_changed(stage.settings), not_interrupted(marker_path(cfg.state_dir, stage))],
