@@ -76,6 +76,39 @@ def packer_runs(work: Path) -> list[str]:
     return names
 
 
+def guest_env(root: Path, work: Path, profile: str | None = None) -> dict[str, str]:
+    """``fake_packer_env`` plus a fake QEMU and ssh that act as a guest that boots (tests/fakes/guest):
+    ``verify``, ``vaultdoit run`` and ``vaultdoit ssh`` work on the fake images."""
+    env = fake_packer_env(root, work, profile)
+    env["PATH"] = f"{TESTS / 'fakes' / 'guest'}{os.pathsep}{env['PATH']}"
+    env["FAKE_QEMU_LOG"] = str(work / "qemu.log")
+    return env
+
+
+PLUGINS = "vaultdoit_doit_commands-0.dist-info"
+
+
+@pytest.fixture(scope="session")
+def doit_plugins(tmp_path_factory) -> dict[str, str]:
+    """Environment in which doit finds the commands pyproject.toml declares as ``doit.COMMAND``
+    entry points, whether or not the installed metadata already has them (an editable install
+    made before they were added does not)."""
+    import tomllib
+    from importlib.metadata import entry_points
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["doit.COMMAND"]
+    installed = {e.name: e.value for e in entry_points(group="doit.COMMAND")}
+    if all(installed.get(name) == value for name, value in declared.items()):
+        return {}
+    site = tmp_path_factory.mktemp("plugins")
+    info = site / PLUGINS
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vaultdoit-doit-commands\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[doit.COMMAND]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": f"{path}{os.pathsep}{site}" if path else f"{REPO}{os.pathsep}{site}"}
+
+
 @pytest.fixture
 def team(project_copy, tmp_path: Path):
     """The ``team`` fixture project with the fake packer first on PATH: (root, env, packer log)."""

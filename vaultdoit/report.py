@@ -81,7 +81,7 @@ def _when(epoch: float | None) -> str:
 def timeline(tasks: list[dict[str, Any]], started: float, finished: float) -> str:
     """One row per task: a bar from its start for its time, coloured by result, its last build's time
     as an outline behind it; a task that was up to date is a small mark when it was checked."""
-    rows = [t for t in tasks if t.get("number")] or tasks
+    rows = list(tasks)
     span = max(finished - started, 1e-3)
     label_w, bar_w, row_h, top = 190, 760, 26, 30
     width, height = label_w + bar_w + 110, top + row_h * len(rows) + 12
