@@ -155,7 +155,8 @@ def svg(graph: Graph, title: str = "stage graph") -> str:
                      f'stroke="{stroke}" stroke-width="{2.2 if node.result == "failed" else 1.4}"{dash}/>')
         parts.append(f'<text x="{x + NODE_W / 2}" y="{y + 24}" text-anchor="middle" font-size="14" '
                      f'font-weight="600" fill="#1d2733">{escape(_cut(node.label, 20))}</text>')
-        second = node.detail or {"final": "final image", "verify": "boot test"}.get(node.kind, node.kind)
+        second = node.detail or {"final": "final image", "verify": "boot test", "wheels": "wheelhouse",
+                                 "iso": "ISO store"}.get(node.kind, node.kind)
         parts.append(f'<text x="{x + NODE_W / 2}" y="{y + 43}" text-anchor="middle" font-size="11.5" '
                      f'fill="#4d5b6b">{escape(_cut(second, 27))}</text></g>')
     parts.append("</svg>")

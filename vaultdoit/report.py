@@ -41,6 +41,9 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--soft); font-weight: 600; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+td.nowrap { white-space: nowrap; }
+.path { font-size: 12.5px; }
+.wide { overflow-x: auto; }
 .pill { display: inline-block; padding: 0 8px; border-radius: 6px; font-size: 12.5px; white-space: nowrap; }
 .pill.ran, .pill.pass { background: #e3f4e5; color: var(--ok); }
 .pill.up { background: #eef2f6; color: #4f6478; }
@@ -68,7 +71,7 @@ def _link(root: Path, path: str | None, here: Path, text: str | None = None) -> 
     if not path:
         return '<span class="muted">—</span>'
     target = root / path
-    shown = escape(text or path)
+    shown = escape(text or path).replace("/", "/<wbr>")  # long paths break after a slash
     if not target.exists():
         return f'<span class="muted" title="not present">{shown}</span>'
     return f'<a href="{escape(os.path.relpath(target, here))}">{shown}</a>'
@@ -107,8 +110,10 @@ def timeline(tasks: list[dict[str, Any]], started: float, finished: float) -> st
             continue
         x = label_w + bar_w * max(begin - started, 0) / span
         expected = task.get("expected")
+        outline_end = x
         if expected and result in ("ran", "failed"):
             w = min(bar_w * expected / span, label_w + bar_w - x)
+            outline_end = x + max(w, 1)
             parts.append(f'<rect x="{x:.1f}" y="{y + 4}" width="{max(w, 1):.1f}" height="16" rx="3" fill="none" '
                          f'stroke="#9aa8b8" stroke-dasharray="3 2"><title>last build: {duration(expected)}'
                          "</title></rect>")
@@ -123,7 +128,7 @@ def timeline(tasks: list[dict[str, Any]], started: float, finished: float) -> st
                          f"<title>{escape(task['name'])}: {escape(result)} in {duration(elapsed)}</title></rect>")
             x += w
             note = duration(elapsed)
-        parts.append(f'<text x="{x + 8:.1f}" y="{y + 16}" fill="#5b6b7c">{escape(note)}</text>')
+        parts.append(f'<text x="{max(x, outline_end) + 8:.1f}" y="{y + 16}" fill="#5b6b7c">{escape(note)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -238,7 +243,7 @@ def _stages(tasks: list[dict[str, Any]], root: Path, here: Path) -> list[str]:
     stages = [t for t in tasks if (t.get("meta") or {}).get("kind") in ("stage", "final")]
     if not stages:
         return []
-    out = ['<h2 id="images">Images</h2>', "<table><thead><tr><th>image</th><th>this run</th><th>size</th>"
+    out = ['<h2 id="images">Images</h2>', '<div class="wide"><table><thead><tr><th>image</th><th>this run</th><th>size</th>'
            "<th>last build</th><th>built</th><th>APT from cache</th><th>APT upstream</th><th>wheelhouse</th>"
            "<th>log</th></tr></thead><tbody>"]
     for t in stages:
@@ -246,16 +251,17 @@ def _stages(tasks: list[dict[str, Any]], root: Path, here: Path) -> list[str]:
         hits, upstream = _apt(facts)
         name = meta.get("stage") or "final image"
         kind = f"{meta.get('builder')} stage" if meta.get("kind") == "stage" else "flattened, compressed"
-        built = (facts.get("finished") or "").replace("T", " ").replace("Z", " UTC")
+        finished = str(facts.get("finished") or "")  # 2026-11-28T21:26:10Z
+        built = f'<span title="{escape(finished)}">{escape(finished[:16].replace("T", " "))}</span>' if finished else ""
         last = facts.get("build_seconds") if meta.get("kind") == "stage" else t.get("elapsed")
         wheels = f"{facts['wheels']} wheels" if facts.get("wheels") else "—"
         out.append(f"<tr><td><b>{escape(name)}</b> <span class=\"muted\">{escape(kind)}</span><br>"
-                   f"{_link(root, meta.get('image'), here)}</td><td>{_pill(t.get('result', ''))}</td>"
+                   f"<span class=\"path\">{_link(root, meta.get('image'), here)}</span></td><td>{_pill(t.get('result', ''))}</td>"
                    f"<td class=\"num\">{size(facts['bytes']) if facts.get('bytes') else '—'}</td>"
-                   f"<td class=\"num\">{duration(last) if last else '—'}</td><td>{escape(built) or '—'}</td>"
+                   f"<td class=\"num\">{duration(last) if last else '—'}</td><td class=\"nowrap\">{built or '—'}</td>"
                    f"<td class=\"num\">{hits}</td><td class=\"num\">{upstream}</td><td>{wheels}</td>"
                    f"<td>{_link(root, meta.get('log'), here, 'log')}</td></tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return out
 
 
