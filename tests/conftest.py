@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,6 +85,31 @@ def guest_env(root: Path, work: Path, profile: str | None = None) -> dict[str, s
     env["PATH"] = f"{TESTS / 'fakes' / 'guest'}{os.pathsep}{env['PATH']}"
     env["FAKE_QEMU_LOG"] = str(work / "qemu.log")
     return env
+
+
+class Running:
+    """`vaultdoit run TARGET` in the background, as in a second terminal."""
+
+    def __init__(self, root: Path, env: dict[str, str], *args: str) -> None:
+        self.root = root
+        self.out = root.parent / f"run-{time.monotonic_ns()}.out"
+        self.proc = subprocess.Popen([str(VENV_BIN / "vaultdoit"), "-C", str(root), "run", *args],
+                                     env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=self.out.open("w"),
+                                     stderr=subprocess.STDOUT)
+
+    def record(self, deadline: float = 60) -> dict[str, object]:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            for path in (self.root / "build").glob("**/.vaultdoit/run/*.json"):
+                return json.loads(path.read_text())
+            assert self.proc.poll() is None, self.out.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"no session record within {deadline} s: {self.out.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
 
 
 PLUGINS = "vaultdoit_doit_commands-0.dist-info"

@@ -17,7 +17,7 @@ import pytest
 import subprocess
 import sys
 
-from conftest import REPO, ran_tasks, run_doit
+from conftest import REPO, Running, ran_tasks, run_doit
 
 pytestmark = [
     pytest.mark.e2e,
@@ -196,6 +196,38 @@ def test_full_build_boot_and_incremental(project: Path):
     with pytest.raises(BootError) as info:
         boot(root, [], "broken", image=broken)
     assert "QEMU exited" in str(info.value)
+
+
+def test_run_and_ssh_into_the_final_image_and_a_stage(project: Path):
+    """`vaultdoit run` boots an image on a snapshot (console here, SSH on loopback); `vaultdoit ssh` runs commands."""
+    root = project
+    if not (root / "build/final/vault-mini.qcow2").exists():
+        pytest.skip("needs the image built by the test above")
+    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    vaultdoit = [str(Path(sys.executable).parent / "vaultdoit"), "-C", str(root)]
+    final = Running(root, env)
+    try:
+        assert final.record()["target"] == "final"
+        active = subprocess.run([*vaultdoit, "ssh", "--timeout", "900", "--", "systemctl", "is-active",
+                                 "vault-monitor.service"], capture_output=True, text=True, timeout=1000)
+        assert active.returncode == 0 and active.stdout.strip() == "active", active.stderr
+        code = subprocess.run([*vaultdoit, "ssh", "--", "exit 5"], capture_output=True, text=True, timeout=300)
+        assert code.returncode == 5
+    finally:
+        assert final.stop() == 130
+    assert "Linux version" in final.out.read_text()
+    # A stage boots with its template's kernel and logs in with the build key.
+    stage = Running(root, env, "stage:drivers")
+    try:
+        assert stage.record()["key"] == str(root / "build/keys/build_ed25519")
+        marker = subprocess.run([*vaultdoit, "ssh", "stage:drivers", "--timeout", "900", "--", "test", "-f",
+                                 "/etc/vault/stages/drivers"], capture_output=True, text=True, timeout=1000)
+        assert marker.returncode == 0, marker.stderr
+        later = subprocess.run([*vaultdoit, "ssh", "stage:drivers", "--", "test", "-e", "/etc/vault/stages/final"],
+                               capture_output=True, text=True, timeout=300)
+        assert later.returncode == 1  # the final stage's work is not in the drivers image
+    finally:
+        stage.stop()
 
 
 def test_zlib_final_image_reruns_only_final_image_and_boots(project: Path):

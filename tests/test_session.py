@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, REPO, VENV_BIN, guest_env, packer_runs, run_doit
+from conftest import FIXTURES, REPO, VENV_BIN, Running, guest_env, packer_runs, run_doit
 from vaultdoit import session
 from vaultdoit.errors import ConfigError
 from vaultdoit.plan import load_project
@@ -28,30 +27,6 @@ VAULTDOIT = str(VENV_BIN / "vaultdoit")
 def vaultdoit(root: Path, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([VAULTDOIT, "-C", str(root), *args], env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=timeout)
-
-
-class Running:
-    """`vaultdoit run TARGET` in the background, as in a second terminal."""
-
-    def __init__(self, root: Path, env: dict[str, str], *args: str) -> None:
-        self.root = root
-        self.out = root.parent / f"run-{time.monotonic_ns()}.out"
-        self.proc = subprocess.Popen([VAULTDOIT, "-C", str(root), "run", *args], env={**os.environ, **env},
-                                     stdin=subprocess.DEVNULL, stdout=self.out.open("w"), stderr=subprocess.STDOUT)
-
-    def record(self, deadline: float = 60) -> dict[str, object]:
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            for path in (self.root / "build/.vaultdoit/run").glob("*.json"):
-                return json.loads(path.read_text())
-            assert self.proc.poll() is None, self.out.read_text()
-            time.sleep(0.05)
-        raise AssertionError(f"no session record within {deadline} s: {self.out.read_text()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 @pytest.fixture
