@@ -5,8 +5,9 @@ Any stage's image, the final one, or a failed build's disk kept by
 written to the image) with its serial console on this terminal and its SSH
 port forwarded on 127.0.0.1 only. While it runs, a small record in the
 build's state folder (``run/<target>.json``) tells ``vaultdoit ssh`` the port,
-the user and the key: the build key for stages (they have the build user),
-the access key and the boot test's user for the final image.
+the user and the keys: for a stage the build user with the build key, and
+the access key too (the stage that runs the clean-up role swaps them), for
+the final image the boot test's user and key.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +46,7 @@ class Target:
     user: str
     key: Path
     build_hint: str  # how to make the image when it is missing
+    more_keys: tuple[Path, ...] = ()  # also offered, after ``key``
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Session:
     image: str
     started: float
     accelerator: str
+    more_keys: tuple[str, ...] = ()
 
 
 def _stage_boot(project: Project, name: str) -> tuple[Path | None, Path | None, str]:
@@ -97,7 +101,7 @@ def resolve(project: Project, name: str | None) -> Target:
         hint = (f"`doit stage:{stage_name} keep_failed=1` keeps the disk of a failed build" if failed
                 else f"doit stage:{stage_name}")
         return Target(f"{FAILED}{stage_name}" if failed else f"stage:{stage_name}", image, kernel, initrd, append,
-                      cfg.build_user, cfg.build_key, hint)
+                      cfg.build_user, cfg.build_key, hint, more_keys=(cfg.access_key,))
     path = Path(name)
     if path.suffix == ".qcow2" or path.is_file():
         image = path if path.is_absolute() else Path.cwd() / path
@@ -182,11 +186,13 @@ def run(project: Project, target: Target, *, memory: int = 2048, cpus: int = 2,
     argv = vm.qemu_argv(spec, verdict.accelerator, port, None, "mon:stdio", reboot=True)
     record = record_path(project, target.name)
     session = Session(target=target.name, pid=os.getpid(), port=port, user=target.user, key=str(target.key),
-                      image=str(target.image), started=time.time(), accelerator=verdict.accelerator)
+                      image=str(target.image), started=time.time(), accelerator=verdict.accelerator,
+                      more_keys=tuple(str(k) for k in target.more_keys if k.is_file()))
     ssh_name = "" if target.name == FINAL else f" {target.name}"  # the only VM needs no name
     say(f"vaultdoit: booting {target.image.name} on a throwaway snapshot ({verdict.accelerator}); "
         f"SSH on 127.0.0.1:{port}: `vaultdoit ssh{ssh_name}` "
-        f"(or ssh -i {target.key} -p {port} {target.user}@127.0.0.1); {QUIT_KEYS} quits")
+        f"(or ssh {' '.join(f'-i {k}' for k in (target.key, *session.more_keys))} -p {port} "
+        f"{target.user}@127.0.0.1); {QUIT_KEYS} quits")
     record.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _signals_stop():
@@ -216,8 +222,7 @@ def find(project: Project, name: str | None) -> Session:
 
 
 def wait_ready(session: Session, timeout: float, say: Callable[[str], None] = print) -> None:
-    """Wait until the guest's sshd accepts the key (a guest still booting answers late)."""
-    spec = vm.BootSpec(image=Path(session.image), key=Path(session.key), user=session.user, log_dir=Path("."))
+    """Wait until the guest's sshd accepts a key (a guest still booting answers late)."""
     deadline = time.monotonic() + timeout
     told = False
     last = "sshd never answered"
@@ -225,7 +230,10 @@ def wait_ready(session: Session, timeout: float, say: Callable[[str], None] = pr
         if not _alive(session.pid):
             raise BootError(f"the VM of {session.target} stopped", hint="start it again with `vaultdoit run`")
         if vm.ssh_banner(session.port, timeout=5.0):
-            code, out = vm.ssh_run(session.port, spec, "true", timeout=vm.SSH_ATTEMPT_TIMEOUT)
+            try:
+                code, out = proc.check_output(ssh_argv(session, ["true"]), timeout=vm.SSH_ATTEMPT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                code, out = vm.TIMED_OUT, "timed out"
             if code == 0:
                 return
             last = out.strip() or f"ssh exit {code}"
@@ -239,9 +247,11 @@ def wait_ready(session: Session, timeout: float, say: Callable[[str], None] = pr
 
 
 def ssh_argv(session: Session, command: list[str]) -> list[str]:
-    """The ssh command line into a session (a shell when ``command`` is empty)."""
+    """The ssh command line into a session (a shell when ``command`` is empty), every key offered."""
     spec = vm.BootSpec(image=Path(session.image), key=Path(session.key), user=session.user, log_dir=Path("."))
-    return vm.ssh_argv(spec, session.port, "")[:-1] + command  # all but vm's (empty) command
+    argv = vm.ssh_argv(spec, session.port, "")[:-1]  # all but vm's (empty) command
+    more = [word for key in session.more_keys for word in ("-i", key)]
+    return [argv[0], *more, *argv[1:], *command]
 
 
 def ssh(session: Session, command: list[str], *, timeout: float = 600.0, say: Callable[[str], None] = print) -> int:
