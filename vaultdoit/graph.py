@@ -19,6 +19,7 @@ COLOURS = {
     "ran": ("#e3f4e5", "#2e7d32"),
     "up to date": ("#eef2f6", "#7b8fa3"),
     "failed": ("#fde7e7", "#c62828"),
+    "interrupted": ("#fff3e0", "#ef6c00"),
     "not run": ("#ffffff", "#b0b8c0"),
     "": ("#f4f6fb", "#4a5a78"),
 }

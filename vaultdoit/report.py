@@ -17,7 +17,8 @@ from typing import Any
 from vaultdoit import graph, junit
 from vaultdoit.progress import duration, size
 
-BAR = {"ran": "#43a047", "up to date": "#90a4ae", "failed": "#e53935", "not run": "#cfd8dc", "ignored": "#cfd8dc"}
+BAR = {"ran": "#43a047", "up to date": "#90a4ae", "failed": "#e53935", "interrupted": "#fb8c00", "not run": "#cfd8dc",
+       "ignored": "#cfd8dc"}
 
 CSS = """
 :root { --ink:#1d2733; --soft:#5b6b7c; --line:#e3e8ef; --card:#f7f9fc; --ok:#2e7d32; --bad:#c62828; }
@@ -62,7 +63,7 @@ footer { margin-top: 36px; color: var(--soft); font-size: 12px; }
 
 
 def _pill(result: str) -> str:
-    cls = {"ran": "ran", "up to date": "up", "failed": "failed"}.get(result, "not")
+    cls = {"ran": "ran", "up to date": "up", "failed": "failed", "interrupted": "failed"}.get(result, "not")
     return f'<span class="pill {cls}">{escape(result)}</span>'
 
 
@@ -111,7 +112,7 @@ def timeline(tasks: list[dict[str, Any]], started: float, finished: float) -> st
         x = label_w + bar_w * max(begin - started, 0) / span
         expected = task.get("expected")
         outline_end = x
-        if expected and result in ("ran", "failed"):
+        if expected and result in ("ran", "failed", "interrupted"):
             w = min(bar_w * expected / span, label_w + bar_w - x)
             outline_end = x + max(w, 1)
             parts.append(f'<rect x="{x:.1f}" y="{y + 4}" width="{max(w, 1):.1f}" height="16" rx="3" fill="none" '
@@ -176,6 +177,7 @@ def html(record: dict[str, Any], here: Path) -> str:
     counts = {r: sum(t.get("result") == r for t in tasks) for r in ("ran", "up to date", "failed", "not run")}
     total = record["finished"] - record["started"]
     ok = record["result"] == "ok"
+    verdict = {"ok": "succeeded", "interrupted": "INTERRUPTED"}.get(record["result"], "FAILED")
     final = next((t for t in tasks if (t.get("meta") or {}).get("kind") == "final"), None)
     final_size = size((final.get("facts") or {}).get("bytes")) if final and (final.get("facts") or {}).get("bytes") \
         else "—"
@@ -186,7 +188,7 @@ def html(record: dict[str, Any], here: Path) -> str:
         f"<title>vaultdoit run {escape(record['id'])}: {escape(record['title'])}</title>",
         f"<style>{CSS}</style></head><body><main>",
         f"<h1>{escape(record['title'])}<span class=\"badge {'ok' if ok else 'failed'}\">"
-        f"{'succeeded' if ok else 'FAILED'}</span></h1>",
+        f"{verdict}</span></h1>",
         f'<p class="sub"><code>{escape(record["command"])}</code> · {_when(record["started"])} · '
         f"{duration(total)}" + (f" · accelerator {escape(str(accel.get('accelerator')))}"
                                 if accel.get("accelerator") else "") + "</p>",
@@ -198,12 +200,13 @@ def html(record: dict[str, Any], here: Path) -> str:
         f'<div class="card"><b>{final_size}</b><span>final image</span></div>',
         "</div>",
     ]
-    failures = [t for t in tasks if t.get("result") == "failed"]
+    failures = [t for t in tasks if t.get("result") in ("failed", "interrupted")]
     if failures or record.get("errors"):
         out.append('<h2 id="failures">Failures</h2>')
         for t in failures:
             log = (t.get("meta") or {}).get("log")
-            out.append(f"<p><b>{escape(t['name'])}</b> failed after {duration(t.get('elapsed'))} · log: "
+            out.append(f"<p><b>{escape(t['name'])}</b> {'failed' if t['result'] == 'failed' else 'was interrupted'}"
+                       f" after {duration(t.get('elapsed'))} · log: "
                        f"{_link(root, log, here)}</p><pre class=\"fail\">{escape(t.get('message') or '')}</pre>")
             kept = (t.get("facts") or {}).get("failed_disk")
             if kept and (t.get("meta") or {}).get("stage") and kept.get("kept_at", 0) >= record["started"] - 1:
@@ -299,7 +302,8 @@ def tasks_junit(record: dict[str, Any]) -> str:
     cases = []
     for t in record["tasks"]:
         result = t.get("result")
-        outcome = {"failed": "failure", "not run": "skipped", "ignored": "skipped"}.get(result or "", "passed")
+        outcome = {"failed": "failure", "interrupted": "error", "not run": "skipped",
+                   "ignored": "skipped"}.get(result or "", "passed")
         cases.append(junit.Case(t["name"], "doit." + t["name"].split(":")[0], t.get("elapsed") or 0.0, outcome,
                                 t.get("message") or (result if outcome == "skipped" else "") or "",
                                 result if outcome == "passed" else ""))

@@ -154,12 +154,16 @@ class Reporter:
 
     def complete_run(self) -> None:
         self._stop_display()
+        for item in self.items.values():
+            if item.started is not None and item.result == "not run":  # Ctrl-C while it ran
+                item.result, item.elapsed = "interrupted", time.time() - item.started
         if self.errors:
             self.out.write("#" * 40 + "\nExecution aborted.\n" + "\n".join(self.errors) + "\n")
         finished = time.time()
         root = self.context.root if self.context else Path.cwd()
         for item in self.items.values():
-            item.facts = runs.facts(root, item.meta)
+            # An interrupted task may still be putting its previous output back: its files say nothing yet.
+            item.facts = runs.facts(root, item.meta) if item.result != "interrupted" else {}
         self.out.write(summary(list(self.items.values()), finished - self.started, colour=self.colour))
         report = self._save(finished) if self.ran_any or self.failed() else None
         if report is not None:
@@ -171,7 +175,7 @@ class Reporter:
     # --- helpers ---------------------------------------------------------------------------------
 
     def failed(self) -> bool:
-        return bool(self.errors) or any(i.result == "failed" for i in self.items.values())
+        return bool(self.errors) or any(i.result in ("failed", "interrupted") for i in self.items.values())
 
     def _reach(self, task: Any) -> TaskRun | None:
         item = self.items.get(task.name)
@@ -228,15 +232,17 @@ class Reporter:
         record = {
             "format": runs.FORMAT, "id": runs.new_id(self.started), "title": self.context.title,
             "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "root": str(self.context.root),
-            "started": self.started, "finished": finished, "result": "failed" if self.failed() else "ok",
+            "started": self.started, "finished": finished,
+            "result": "interrupted" if any(i.result == "interrupted" for i in self.items.values())
+            else "failed" if self.failed() else "ok",
             "errors": self.errors, "tasks": [runs.to_dict(self.items[n]) for n in self.order],
             "accelerator": runs.read_json(self.context.accel_file) if self.context.accel_file else None,
         }
         try:
             return runs.save(self.context.report_dir, record, report.html(record, self.context.report_dir / "runs"),
                              report.tasks_junit(record))
-        except OSError as err:
-            self.out.write(f"vaultdoit: warning: the run's report was not written: {err}\n")
+        except Exception as err:  # noqa: BLE001 - a report never fails the build it reports on
+            self.out.write(f"vaultdoit: warning: the run's report was not written: {type(err).__name__}: {err}\n")
             return None
 
 
@@ -260,11 +266,11 @@ def summary(items: list[TaskRun], seconds: float, *, colour: bool = False) -> st
     lines = []
     for n, row in enumerate(rows):
         text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        style = {"failed": "red", "ran": "green", "up to date": "dim"}.get(row[1]) if n else "bold"
+        style = {"failed": "red", "interrupted": "red", "ran": "green", "up to date": "dim"}.get(row[1]) if n else "bold"
         if colour and style:
             text = f"{ANSI[style]}{text}{RESET}"
         lines.append(text)
-    counts = {r: sum(i.result == r for i in items) for r in ("ran", "up to date", "failed", "not run")}
+    counts = {r: sum(i.result == r for i in items) for r in ("ran", "up to date", "failed", "interrupted", "not run")}
     tail = ", ".join(f"{n} {r}" for r, n in counts.items() if n)
     rule = "-" * max(len(lines[0]), 20)
     return "\n".join([rule, *lines, rule, f"{tail or 'no tasks'} in {duration(seconds)}", ""]) + "\n"
