@@ -9,6 +9,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -130,10 +131,7 @@ class _Page(HTMLParser):
         self.ids: list[str] = []
         self.links: list[str] = []
         self.tags: list[str] = []
-        self.svg: list[str] = []  # the raw text of each <svg>
         self.text: list[str] = []
-        self._depth = 0
-        self._svg_start: tuple[int, int] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
@@ -218,3 +216,26 @@ def test_a_run_in_which_nothing_runs_imports_nothing_for_the_report(built):
              "vaultdoit.junit"}
     assert not heavy & modules  # ... without what only a report or a terminal needs
     assert runs(root) == before
+
+
+def test_an_interrupted_run_is_reported_as_such(project_copy, tmp_path: Path):
+    root = project_copy("team")
+    env = {**os.environ, **fake_packer_env(root, tmp_path / "fake"), "FAKE_PACKER_STALL": "mid"}
+    child = subprocess.Popen([str(VENV_BIN / "doit"), "final_image"], cwd=root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log = root / "build/logs/stage-mid.log"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "Waiting for SSH" in log.read_text()):
+        assert time.monotonic() < deadline and child.poll() is None, "stage:mid never started"
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 130, out
+    assert "1 ran, 1 interrupted, 2 not run in " in out
+    record = json.loads(runs(root)[-1].read_text())
+    assert record["result"] == "interrupted"
+    assert {t["name"]: t["result"] for t in record["tasks"]}["stage:mid"] == "interrupted"
+    assert "INTERRUPTED" in (root / "build/reports/runs/latest.html").read_text()
+    suite = ET.parse(root / "build/reports/runs/latest.junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "1"
