@@ -46,6 +46,7 @@ PACKAGES: dict[str, str] = {
     "apt-cacher-ng": "apt-cacher-ng",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "xdg-open": "xdg-utils",
     "ansible-playbook": "ansible-core (pip install ansible-core)",
     "docker-registry": "docker-registry",
 }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -28,14 +27,14 @@ if TYPE_CHECKING:
 from vaultdoit.progress import ANSI, RESET
 
 
-@dataclass(frozen=True)
 class Context:
     """What the reporter needs to know of the project (plain data, made at load time)."""
 
-    root: Path
-    report_dir: Path
-    title: str  # e.g. "mini (vault-mini)"
-    accel_file: Path | None = None  # the accelerator probe's verdict
+    def __init__(self, root: Path, report_dir: Path, title: str, accel_file: Path | None = None) -> None:
+        self.root = root
+        self.report_dir = report_dir
+        self.title = title  # e.g. "vault-mini (profile mini)"
+        self.accel_file = accel_file  # the accelerator probe's verdict
 
 
 def make(context: Context) -> type[Reporter]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,23 @@ LATEST = "latest"
 MARKER = ".vaultdoit-stage.json"  # owned.MARKER: the build record beside a stage image
 
 
-@dataclass
 class TaskRun:
-    """One task of a run, as the reporter saw it."""
+    """One task of a run, as the reporter saw it (a plain class: made on every run, no-op runs too)."""
 
-    name: str
-    doc: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)  # the task's "meta"["vaultdoit"]
-    result: str = "not run"  # ran, up to date, failed, not run, ignored
-    number: int = 0  # its n of [n/N] (0: never reached)
-    started: float | None = None  # epoch seconds
-    elapsed: float | None = None
-    expected: float | None = None  # from the last build
-    message: str = ""  # why it failed
-    facts: dict[str, Any] = field(default_factory=dict)  # size, build record, cache hits (see collect)
+    FIELDS = ("name", "doc", "meta", "result", "number", "started", "elapsed", "expected", "message", "facts")
+    __slots__ = FIELDS
+
+    def __init__(self, name: str, doc: str = "", meta: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.doc = doc
+        self.meta: dict[str, Any] = meta or {}  # the task's "meta"["vaultdoit"]
+        self.result = "not run"  # ran, up to date, failed, interrupted, not run, ignored
+        self.number = 0  # its n of [n/N] (0: never reached)
+        self.started: float | None = None  # epoch seconds
+        self.elapsed: float | None = None
+        self.expected: float | None = None  # from the last build
+        self.message = ""  # why it failed
+        self.facts: dict[str, Any] = {}  # size, build record, cache hits (see facts())
 
 
 def folder(report_dir: Path) -> Path:
@@ -158,4 +160,4 @@ def latest(report_dir: Path) -> Path | None:
 
 
 def to_dict(item: TaskRun) -> dict[str, Any]:
-    return asdict(item)
+    return {name: getattr(item, name) for name in TaskRun.FIELDS}

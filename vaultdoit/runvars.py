@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,12 +32,12 @@ RunVars = tuple[tuple[str, str], ...]  # sorted (name, value) pairs: hashable, f
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-@dataclass(frozen=True)
 class RunOptions:
     """Per-run settings given on doit's command line."""
 
-    variables: RunVars = ()
-    keep_failed: bool | None = None  # None: vault.toml decides
+    def __init__(self, variables: RunVars = (), keep_failed: bool | None = None) -> None:
+        self.variables = variables
+        self.keep_failed = keep_failed  # None: vault.toml decides
 
 
 def from_doit() -> RunOptions:
