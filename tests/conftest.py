@@ -141,3 +141,21 @@ def team(project_copy, tmp_path: Path):
     """The ``team`` fixture project with the fake packer first on PATH: (root, env, packer log)."""
     root = project_copy("team")
     return root, fake_packer_env(root, tmp_path), tmp_path / "packer.log"
+
+
+def low_free_port() -> int:
+    """A free loopback port below 32768 (apt-cacher-ng binds nothing from there up), picked at
+    random so that test runs side by side on one host rarely try the same one."""
+    import random
+    import socket
+
+    ports = list(range(20000, 32000))
+    random.shuffle(ports)
+    for port in ports[:500]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below 32768")

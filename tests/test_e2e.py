@@ -17,7 +17,7 @@ import pytest
 import subprocess
 import sys
 
-from conftest import REPO, Running, ran_tasks, run_doit
+from conftest import REPO, Running, low_free_port, ran_tasks, run_doit
 
 pytestmark = [
     pytest.mark.e2e,
@@ -50,7 +50,8 @@ def project(tmp_path_factory) -> Path:
             shutil.copy2(src, root / name)
     # Its own APT proxy port, so a proxy left running by a build in the repository does not clash.
     toml = root / "vault.toml"
-    toml.write_text(toml.read_text().replace('accelerator = "auto"', 'accelerator = "auto"\napt_proxy_port = 3152'))
+    toml.write_text(toml.read_text().replace('accelerator = "auto"',
+                                             f'accelerator = "auto"\napt_proxy_port = {low_free_port()}'))
     yield root
     subprocess.run([str(Path(sys.executable).parent / "vaultdoit"), "-C", str(root), "cache", "stop"], check=False)
 

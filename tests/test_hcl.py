@@ -479,13 +479,25 @@ def test_file_functions_read_for_real_and_record_every_file() -> None:
     assert b.reads == {files / "site/logo.bin", files / "site/extra.txt"}  # site/extra.txt named by a default
 
 
-def test_a_missing_file_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "t.pkr.hcl", 'locals {\n  data = file("nope.txt")\n}\n'
-                 'source "qemu" "x" {\n  iso_url = "a.qcow2"\n  boot_command = [local.data]\n}\n'
+def test_a_missing_file_is_an_input_of_the_stage_not_a_load_error(tmp_path: Path) -> None:
+    """A file function's file that is not there yet (a key the build makes): the setting is
+    unknown and names why, the file is read (an input the stage's build checks)."""
+    write(tmp_path, "t.pkr.hcl", 'locals {\n  data = file("nope.txt")\n}\n'
+          'source "qemu" "x" {\n  iso_url = "a.qcow2"\n  boot_command = [local.data]\n}\n'
+          'build {\n  sources = ["source.qemu.x"]\n}\n')
+    (source,) = load_packer_dir(tmp_path, cwd=CWD, env={}).sources
+    (value,) = source.attrs["boot_command"]
+    assert isinstance(value, Unknown) and value.reason == f"{tmp_path}/nope.txt does not exist yet"
+    assert source.reads == frozenset({tmp_path / "nope.txt"})
+
+
+def test_a_missing_file_in_a_graph_setting_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.pkr.hcl", 'locals {\n  name = file("nope.txt")\n}\n'
+                 'source "qemu" "x" {\n  iso_url = "a.qcow2"\n  vm_name = local.name\n}\n'
                  'build {\n  sources = ["source.qemu.x"]\n}\n')
     error = load_error(tmp_path)
     assert error.file == at(path, 2)  # the call, inside the local
-    assert error.message == f'source "qemu" "x": boot_command: file(): no file exists at {tmp_path}/nope.txt'
+    assert error.message.startswith('source "qemu" "x": ') and f"no file exists at {tmp_path}/nope.txt" in error.message
     assert "\n" not in str(error)
 
 

@@ -121,9 +121,10 @@ def _check_link(path: Path) -> None:
 class Collector:
     """Collects the inputs of one stage from its resolved template values."""
 
-    def __init__(self, root: Path, what: str) -> None:
+    def __init__(self, root: Path, what: str, generated: frozenset[Path] = frozenset()) -> None:
         self.root = root
-        self.what = what  # e.g. 'source "qemu" "drivers"', for messages
+        self.what = what  # e.g. 'stage "drivers"', for messages
+        self.generated = generated  # files a task of the build makes (the SSH keys): never missing
         self.found = Found()
 
     def _warn(self, where: str, text: str) -> None:
@@ -169,6 +170,9 @@ class Collector:
             self._warn(where, f"{setting} = {pattern!r} matches no file")
 
     def _missing(self, path: Path, setting: str) -> None:
+        if path in self.generated:
+            self.found.files.add(path)
+            return
         self.found.problems.append(f"{self.what}: {setting} names {self._rel(path)}, which does not exist")
         self.found.files.add(path)  # listed as missing by doit list/info/status
 
@@ -195,7 +199,11 @@ class Collector:
         for key in SOURCE_FOLDERS:
             if key in attrs:
                 self.add(attrs[key], key, source.where)
-        self.found.files.update(source.reads)
+        for path in sorted(source.reads):
+            if path.exists():
+                self.found.files.add(path)
+            else:  # a file function's file that is not there (yet)
+                self._missing(path, "a file function")
 
     def qemuargs(self, source: PackerSource, produced: frozenset[Path]) -> None:
         """Host files named in qemuargs: -kernel/-initrd/..., file= of -drive and friends."""

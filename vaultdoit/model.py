@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 
+MISSING_YET = " does not exist yet"  # Unknown.reason ending of a file function's file not there (yet)
+
+
 @dataclass(frozen=True)
 class Unknown:
     """A template value that cannot be computed before the build (an unset variable, a

@@ -22,7 +22,7 @@ from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
 from vaultdoit.inputs import Collector, extra_var_files
 from vaultdoit.iso_store import check_spec, file_name
-from vaultdoit.model import GUEST_HOST, AptRoute, PackerConfig, PackerSource, Provisioner, Stage, Unknown
+from vaultdoit.model import GUEST_HOST, MISSING_YET, AptRoute, PackerConfig, PackerSource, Provisioner, Stage, Unknown
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -248,8 +248,7 @@ def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collect
     """Every provisioner's files: playbook closures, scripts, uploads, files handed to Ansible."""
     root = cfg.root
     wheel_dir = _norm(cfg.cache_dir / "wheels")
-    # Files the keys task makes: depend on them even before they exist.
-    generated = {_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k))}
+    generated = _generated(cfg)
     for index, prov in enumerate(source.provisioners):
         found.provisioner(prov, index)
         if prov.playbook_file is None:
@@ -282,6 +281,11 @@ def _provisioner_inputs(cfg: ProjectConfig, source: PackerSource, found: Collect
         found.found.files.add(cfg.ansible_cfg)
 
 
+def _generated(cfg: ProjectConfig) -> frozenset[Path]:
+    """Files the keys task makes: stages depend on them even before they exist."""
+    return frozenset(_norm(p) for k in (cfg.build_key, cfg.access_key) for p in (k, pubkey(k)))
+
+
 def _inventory_args(prov: Provisioner) -> list[str]:
     """``-i FILE`` / ``--inventory FILE`` in extra_arguments (a comma list is hosts, not a file)."""
     words = [w for arg in prov.extra_arguments for w in str(arg).split()]
@@ -308,12 +312,13 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
         out = _output(cfg, source)
         # Templates count by their resolved meaning (the settings), not their bytes:
         # reformatting a file or editing another stage's block rebuilds nothing.
-        found = Collector(root, f'stage "{source.name}"')
+        found = Collector(root, f'stage "{source.name}"', generated=_generated(cfg))
         parent, store = _iso_input(cfg, source, out, outputs, found, warnings)
         found.source(source)
         found.qemuargs(source, extra_outputs)
         _provisioner_inputs(cfg, source, found, warnings)
         warnings.extend(found.found.warnings)
+        warnings.extend(_unknown_warnings(source, found.found.warnings, _generated(cfg)))
         inputs = found.found.files - {out}
         stages.append(Stage(
             name=source.name, kind="packer", output=out, parent=parent,
@@ -324,6 +329,34 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
             doc=f"packer build {source.only} ({os.path.relpath(source.file, root)})",
         ))
     return stages, warnings
+
+
+def _unknown_warnings(source: PackerSource, said: list[str], generated: frozenset[Path]) -> list[str]:
+    """One line per setting that cannot be resolved before the build (not already said as a path,
+    and not waiting for a file the build makes itself, such as its SSH keys)."""
+    lines: list[str] = []
+
+    def expected(value: Unknown) -> bool:
+        return value.reason.endswith(MISSING_YET) and Path(value.reason[:-len(MISSING_YET)]) in generated
+
+    def walk(value: Any, setting: str) -> None:
+        if isinstance(value, Unknown):
+            if not expected(value) and not any(line.startswith(f"{value.where}:") for line in said):
+                lines.append(f"{value.where}: {setting} = {value.text} cannot be resolved before the build "
+                             f"({value.reason}); the stage's key holds its text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{setting}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item, setting)
+
+    for key, value in sorted(source.attrs.items()):
+        walk(value, key)
+    for index, prov in enumerate(source.provisioners):
+        for key, value in sorted(prov.settings.items()):
+            walk(value, f"provisioner {index + 1} ({prov.type}) {key}")
+    return lines
 
 
 def _backed(source: PackerSource) -> bool:

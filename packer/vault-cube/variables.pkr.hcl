@@ -102,6 +102,7 @@ variable "model_cache" {
 locals {
   # The build key's public half reaches the installer on its kernel command line
   # (typed at the GRUB prompt), as "type,base64": the user-data holds a placeholder.
-  build_key_words = split(" ", trimspace(file("${var.ssh_private_key_file}.pub")))
+  # file() reads relative to this folder; the key path is relative to the project (where Packer runs).
+  build_key_words = split(" ", trimspace(file(abspath("${var.ssh_private_key_file}.pub"))))
   build_key       = "${local.build_key_words[0]},${local.build_key_words[1]}"
 }

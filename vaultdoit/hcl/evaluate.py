@@ -99,6 +99,15 @@ class EvalError(Exception):
         self.where = where
 
 
+class MissingFile(EvalError):
+    """A file function named a file that does not exist (yet): an error inside try()/can(),
+    an unknown value of an attribute, which then depends on the file (see loader._lenient)."""
+
+    def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
 def _at(exc: EvalError, loc: Loc) -> EvalError:
     if exc.where is None:
         exc.where = loc.where

@@ -28,7 +28,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from vaultdoit.hcl.evaluate import (
-    Call, EvalError, Function, ListExpr, Literal, Name, Node, ObjectExpr, Scope, Unresolved, clip, describe,
+    Call, EvalError, Function, ListExpr, Literal, MissingFile, Name, Node, ObjectExpr, Scope, Unresolved, clip,
+    describe,
     equal, normal_number, number_text, to_bool, to_int, to_list, to_map, to_number, to_str, type_name,
 )
 
@@ -996,7 +997,7 @@ def _read(scope: Scope, value: Any) -> bytes:
         scope.effects.reads.add(path)
         return data
     except FileNotFoundError:
-        raise EvalError(f"no file exists at {path}", hint=_PATH_HINT) from None
+        raise MissingFile(f"no file exists at {path}", path=path, hint=_PATH_HINT) from None
     except IsADirectoryError:
         raise EvalError(f"{path} is a folder, not a file", hint=_PATH_HINT) from None
     except OSError as exc:

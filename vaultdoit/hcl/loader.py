@@ -18,12 +18,13 @@ from typing import Any
 
 from vaultdoit.errors import TemplateError
 from vaultdoit.hcl.evaluate import (
-    Effects, EvalError, GetAttr, ListExpr, Name, Namespace, Node, ObjectExpr, Scope, Template, Unresolved,
+    Effects, EvalError, GetAttr, ListExpr, MissingFile, Name, Namespace, Node, ObjectExpr, Scope, Template,
+    Unresolved,
     clip, object_key, to_bool, to_list, to_str,
 )
 from vaultdoit.hcl.functions import FUNCTIONS, TypeSpec, convert, type_spec
 from vaultdoit.hcl.syntax import Attribute, Block, Body, HCLSyntaxError, parse_expression, read_file
-from vaultdoit.model import PackerConfig, PackerSource, Provisioner, Unknown
+from vaultdoit.model import MISSING_YET, PackerConfig, PackerSource, Provisioner, Unknown
 
 __all__ = ["load_packer_dir", "SOURCE_GRAPH_ATTRS", "STABLE_ATTRS", "PROVISIONER_GRAPH_ATTRS", "ANSIBLE_TYPES",
            "UNSET_HINT"]
@@ -779,6 +780,12 @@ def _lenient(node: Node, scope: Scope, what: str) -> Any:
         return node.ev(scope.with_effects(effects))
     except Unresolved as exc:
         return Unknown(text=node.loc.text, where=node.loc.where, reason=exc.reason, prefix=exc.prefix)
+    except MissingFile as exc:
+        # Not there yet (a key the build makes) or missing: the stage depends on it, and
+        # building the stage says so if it is still missing then; listing works meanwhile.
+        effects.reads.add(exc.path)
+        return Unknown(text=node.loc.text, where=exc.where or node.loc.where,
+                       reason=f"{exc.path}{MISSING_YET}")
     except EvalError as exc:
         raise TemplateError(f"{what}: {exc.message}", file=exc.where or node.loc.where, hint=exc.hint) from None
     except RecursionError:
