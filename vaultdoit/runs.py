@@ -18,7 +18,6 @@ from typing import Any
 FORMAT = 1
 KEEP = 20  # runs kept in <reports>/runs
 LATEST = "latest"
-MARKER = ".vaultdoit-stage.json"  # owned.MARKER: the build record beside a stage image
 
 
 class TaskRun:
@@ -58,9 +57,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def stage_record(root: Path, image: str | None) -> dict[str, Any]:
     """The build record beside a stage's image ({} when there is none)."""
-    if not image:
-        return {}
-    return read_json((root / image).parent / MARKER) or {}
+    from vaultdoit.owned import read_marker  # loaded with the plan already
+
+    return (read_marker((root / image).parent) or {}) if image else {}
 
 
 def facts(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
