@@ -55,7 +55,8 @@ def from_tasks(tasks: Iterable[tuple[str, Mapping[str, Any]]], *, results: Mappi
     for name, meta in metas.items():
         if name not in wanted and name not in used:
             continue
-        label = str(meta.get("stage") or name)
+        # A fetched image is named by its file (the task's name repeats it after "cache:iso-").
+        label = str(meta.get("stage") or (str(meta["file"]).rsplit("/", 1)[-1] if meta.get("file") else name))
         graph.nodes.append(Node(name, label, details.get(name, ""), str(meta.get("kind", "")), results.get(name, "")))
     names = {n.name for n in graph.nodes}
     stage_task = {str(m.get("stage")): n for n, m in metas.items() if m.get("kind") == "stage"}
@@ -155,7 +156,7 @@ def svg(graph: Graph, title: str = "stage graph") -> str:
                      f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="9" fill="{fill}" '
                      f'stroke="{stroke}" stroke-width="{2.2 if node.result == "failed" else 1.4}"{dash}/>')
         parts.append(f'<text x="{x + NODE_W / 2}" y="{y + 24}" text-anchor="middle" font-size="14" '
-                     f'font-weight="600" fill="#1d2733">{escape(_cut(node.label, 20))}</text>')
+                     f'font-weight="600" fill="#1d2733">{escape(_cut(node.label, 16))}</text>')
         second = node.detail or {"final": "final image", "verify": "boot test", "wheels": "wheelhouse",
                                  "iso": "ISO store"}.get(node.kind, node.kind)
         parts.append(f'<text x="{x + NODE_W / 2}" y="{y + 43}" text-anchor="middle" font-size="11.5" '
