@@ -159,3 +159,20 @@ def low_free_port() -> int:
             except OSError:
                 continue
     raise RuntimeError("no free port below 32768")
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """A docker-registry of this test's own on 127.0.0.1 (see tests/registry.py), stopped afterwards."""
+    import registry as registry_mod
+
+    if not registry_mod.available():
+        pytest.skip("needs docker-registry (Debian package docker-registry)")
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    server = registry_mod.LocalRegistry(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

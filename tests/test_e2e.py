@@ -105,7 +105,7 @@ def test_full_build_boot_and_incremental(project: Path):
     assert "openssh-server" in manifest["contents"]["debian_packages"]
     drivers_inputs = manifest["stages"][1]["inputs"]
     playbook = root / "ansible/drivers.yml"
-    assert drivers_inputs["ansible/drivers.yml"] == hashlib.sha256(playbook.read_bytes()).hexdigest()
+    assert drivers_inputs["ansible/drivers.yml"] == "sha256:" + hashlib.sha256(playbook.read_bytes()).hexdigest()
     from vaultdoit import qemu_img
 
     info = qemu_img.info(final)

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
-from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, watchdog
+from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, remote, stage_files, watchdog
 from vaultdoit.errors import VaultError, os_error
 from vaultdoit.model import AptRoute, Stage, StageBuild
 
@@ -50,9 +50,15 @@ def note(message: str) -> None:
 
 
 @task_action
-def make_keys(keys: Sequence[Path], logfile: Path) -> None:
-    """Create the SSH key pairs the build uses (build key) and the image ships (access key)."""
+def make_keys(keys: Sequence[Path], logfile: Path, shared: Mapping[Path, Path] | None = None) -> None:
+    """Create the SSH key pairs the build uses (build key) and the image ships (access key);
+    a key in ``shared`` is copied from the team's key file instead."""
     for key in keys:
+        if shared and key in shared:
+            from vaultdoit import shared_keys
+
+            shared_keys.install(shared[key], key, logfile=logfile)
+            continue
         if key.exists() and key.with_name(key.name + ".pub").exists():
             continue
         key.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +81,8 @@ def build_stage(build: StageBuild) -> None:
         raise VaultError(stage.problems[0] + more, hint="create the missing file or fix the setting")
     # Every input is read here, before any VM starts: an unreadable file fails in a second.
     record = keys.compute(stage, parent_key(build), build.root, build.digests)
+    if remote.before_build(build, record):  # the shared cache had it: nothing to build
+        return
     start, wall = time.monotonic(), time.time()
     if stage.kind == "packer":
         _packer(build)
@@ -82,14 +90,19 @@ def build_stage(build: StageBuild) -> None:
         _bootstrap(build)
     digest = checker.record_digest(stage.output, build.digests)
     proxy = _managed_proxy(build.apt)
-    owned.write_marker(stage.output.parent, {
+    record = {
         **record, "format": 1, "stage": stage.name, "image": stage.output.name, "image_sha256": digest,
         "image_bytes": stage.output.stat().st_size, "build_seconds": round(time.monotonic() - start, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "apt": dataclasses.asdict(apt_proxy.traffic(proxy, since=wall)) if proxy else None,
-    })
+        "reports": stage_files.reports_snapshot(build.reports),
+        # An overlay is valid only on the exact parent image it was built on.
+        "parent_image_sha256": stage_files.image_digest(build.parent.output) if build.parent else None,
+    }
+    owned.write_marker(stage.output.parent, record)
     size = stage.output.stat().st_size
     note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB image)")
+    remote.after_build(build, record)
 
 
 def parent_key(build: StageBuild) -> str | None:
@@ -228,7 +241,10 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
     shutil.copyfile(requirements, dest / "requirements.txt")
     wheels = {wheel.name: checker.hash_file(wheel)[0] for wheel in sorted(dest.glob("*.whl"))}
     tmp = manifest_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"requirements": str(requirements), "wheels": wheels}, indent=2, sort_keys=True) + "\n")
+    # The manifest is an input of the stages that install the wheels: no path in it, so their
+    # keys are the same wherever the project lives.
+    tmp.write_text(json.dumps({"requirements_sha256": checker.hash_file(requirements)[0], "wheels": wheels},
+                              indent=2, sort_keys=True) + "\n")
     os.replace(tmp, manifest_file)
 
 

@@ -5,8 +5,10 @@ Errors become exit codes in vaultdoit.exits, the one place that maps them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,7 +101,7 @@ def status(obj: dict[str, object], tasks: tuple[str, ...], as_json: bool, quiet:
 
 @cli.group()
 def cache() -> None:
-    """Inspect and manage the download caches (cache/)."""
+    """Inspect and manage the caches: downloads (cache/), archives of the build, the remote stage cache."""
 
 
 def _project(obj: dict[str, object]) -> Project:
@@ -148,6 +150,73 @@ def cache_stop(obj: dict[str, object]) -> None:
         cfg = _project(obj).config
         proxy = apt_proxy.AptProxy(cfg.cache_dir / "apt", cfg.apt_proxy_port)
         click.echo("stopped apt-cacher-ng" if apt_proxy.stop(proxy) else "apt-cacher-ng was not running")
+
+
+@contextlib.contextmanager
+def _locked(obj: dict[str, object], command: str) -> Iterator[Project]:
+    """The project, with its build lock held: no build changes the stages while they move."""
+    from vaultdoit import lock
+
+    project = _project(obj)
+    with lock.held(project.config.root, f"vaultdoit cache {command}"):
+        yield project
+
+
+@cache.command("export")
+@click.argument("file")
+@click.option("--with-keys", is_flag=True, help="Also the SSH keys (private ones included): only for private stores.")
+@click.pass_obj
+def cache_export(obj: dict[str, object], file: str, with_keys: bool) -> None:
+    """Write the built stages, the final image and the build state to FILE (a tar; `-`: stdout)."""
+    from vaultdoit import archive
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "export") as project:
+        contents = archive.export(project, file, with_keys=with_keys)
+        stages = ", ".join(contents.stages) or "none"
+        click.echo(f"exported stages: {stages}; {len(contents.files)} other files"
+                   f"{' and the dependency records' if contents.database else ''} to {file}", err=file == "-")
+
+
+@cache.command("import")
+@click.argument("file")
+@click.option("--with-keys", is_flag=True, help="Also take the SSH keys from the archive (replacing this project's).")
+@click.pass_obj
+def cache_import(obj: dict[str, object], file: str, with_keys: bool) -> None:
+    """Read FILE (written by `cache export`; `-`: stdin) into this project, then say what is up to date."""
+    from vaultdoit import archive
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "import") as project:
+        result = archive.import_(project, file, with_keys=with_keys)
+        for line in result.refused:
+            click.echo(line)
+        click.echo(f"imported stages: {', '.join(result.stages) or 'none'}; {result.files} other files")
+        for name, reason in result.tasks:
+            click.echo(f"{name}: {'up to date' if reason is None else 'will run: ' + reason}")
+
+
+@cache.command("push")
+@click.argument("stages", nargs=-1)
+@click.pass_obj
+def cache_push(obj: dict[str, object], stages: tuple[str, ...]) -> None:
+    """Push STAGES (default: every stage) to the remote cache, if built for today's inputs."""
+    from vaultdoit import remote
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "push") as project:
+        for line in remote.push_stages(project, stages):
+            click.echo(line)
+
+
+@cache.command("pull")
+@click.argument("stages", nargs=-1)
+@click.pass_obj
+def cache_pull(obj: dict[str, object], stages: tuple[str, ...]) -> None:
+    """Pull STAGES (default: every stage) and their parents from the remote cache where this
+    project's are not built for today's inputs; doit then counts them as up to date."""
+    from vaultdoit import remote
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "pull") as project:
+        for line in remote.pull_stages(project, stages):
+            click.echo(line)
 
 
 @cli.command()

@@ -24,7 +24,9 @@ from typing import Any
 from vaultdoit.errors import ConfigError
 from vaultdoit.model import DEFAULT_APT_PORT
 from vaultdoit.settings import (
+    ACCESS_KEY_ENV,
     ALLOWED_PATHS_ENV,
+    BUILD_KEY_ENV,
     BOOTSTRAP,
     CONFINE_HINT,
     FILE,
@@ -35,6 +37,8 @@ from vaultdoit.settings import (
     PLACES,
     PROFILE_ENV,
     PROJECT,
+    REMOTE_CACHE_ENV,
+    REMOTE_PUSH_ENV,
     VARIABLE,
     SCOPE_KEYS,
     SETTINGS,
@@ -42,6 +46,7 @@ from vaultdoit.settings import (
     VERIFY,
     Setting,
     lookup,
+    size_bytes,
 )
 from vaultdoit.settings import toml_text as _toml
 
@@ -127,6 +132,13 @@ class ProjectConfig:
     stall_timeout: float = 0.0  # 0: each stage decides
     stage_configs: tuple[StageConfig, ...] = ()
     keep_failed: bool = False  # keep a failed stage's disk aside (build/<profile>/failed/<stage>/)
+    # The shared stage cache: "<registry>/<repository>" (vault.toml or the environment), or None.
+    remote_cache: str | None = None
+    remote_push: bool = True
+    remote_chunk_size: int = 256 * 2**20
+    # Key files shared by a team (from the environment): the keys task copies them into place.
+    build_key_from: Path | None = None
+    access_key_from: Path | None = None
 
     @property
     def config_file(self) -> Path:
@@ -537,6 +549,48 @@ def _allowed(r: _Resolver) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(folders))
 
 
+def _remote_cache(r: _Resolver) -> str | None:
+    """``remote_cache``: the environment's value (``off``: none) over the file's."""
+    value = os.environ.get(REMOTE_CACHE_ENV, "").strip()
+    if not value:
+        return r.get(("remote_cache",), PROJECT) or None
+    if value == "off":
+        return None
+    entry = lookup(PROJECT, "remote_cache")
+    assert entry.check is not None
+    if not entry.check.ok(value):
+        raise ConfigError(f"{REMOTE_CACHE_ENV}={value!r} is not {entry.check.must}",
+                          hint=f"set {REMOTE_CACHE_ENV} to <registry>/<repository>, or off")
+    return value
+
+
+def _remote_push(r: _Resolver) -> bool:
+    """``remote_push``: ``VAULTDOIT_REMOTE_PUSH`` (per machine) over the file's value."""
+    value = os.environ.get(REMOTE_PUSH_ENV, "").strip().lower()
+    if not value:
+        return bool(r.get(("remote_push",), PROJECT))
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{REMOTE_PUSH_ENV}={value!r} is neither on nor off", hint=f"set {REMOTE_PUSH_ENV}=0 or 1")
+
+
+def _key_from(variable: str) -> Path | None:
+    """A team's shared SSH key named by the environment: an existing private key file."""
+    value = os.environ.get(variable, "")
+    if not value:
+        return None
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        raise ConfigError(f"{variable}={value!r} is not an absolute path",
+                          hint=f"set {variable} to the absolute path of the private key file")
+    if not path.is_file():
+        raise ConfigError(f"{variable}={value!r} is not a file",
+                          hint=f"write the key there first (e.g. from a CI secret) or unset {variable}")
+    return path
+
+
 def _choose_profile(f: _File, top: dict[Key, _Value], profiles: dict[str, Any], profile: str | None) -> str | None:
     import difflib
 
@@ -616,6 +670,11 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
             StageConfig(name, stall_timeout=r.get(("stages", name, "stall_timeout"), STAGE),
                         origin=f.at(r.written(("stages", name))))
             for name in r.names("stages")),
+        remote_cache=_remote_cache(r),
+        remote_push=_remote_push(r),
+        remote_chunk_size=size_bytes(r.get(("remote_chunk_size",), PROJECT)),
+        build_key_from=_key_from(BUILD_KEY_ENV),
+        access_key_from=_key_from(ACCESS_KEY_ENV),
     )
     try:
         # The final image is build/final/<image_name>.qcow2: build/final itself may be a symlink.

@@ -34,6 +34,11 @@ class Explanation:
     doc: str
     will_run: bool
     reasons: list[str] = field(default_factory=list)
+    # Stage tasks, in `explain` only: the key the stage would be built for now, the key its
+    # image was built for, and where that image came from (built here, or pulled from a registry).
+    key: str | None = None
+    built_key: str | None = None
+    origin: str | None = None
 
 
 def _tasks(proj: Project) -> dict[str, Task]:
@@ -52,7 +57,10 @@ def _rel(root: Path, path: str) -> str:
 def explain_all(root: Path, profile: str | None = None, variables: tuple[tuple[str, str], ...] = (),
                 names: list[str] | None = None) -> list[Explanation]:
     """Explanations for every task (or ``names`` and what they need), in build order (parents first)."""
-    proj = load_project(root, profile, variables)
+    return _explain_all(load_project(root, profile, variables), names)
+
+
+def _explain_all(proj: Project, names: list[str] | None = None) -> list[Explanation]:
     tasks = _tasks(proj)
     dep_file = proj.config.state_dir / DB_NAME
     if not dep_file.exists():
@@ -148,8 +156,27 @@ def _reasons(root: Path, deps: Dependency, task: Task, raw: dict[str, Any]) -> l
 def explain(root: Path, task_name: str, profile: str | None = None,
             variables: tuple[tuple[str, str], ...] = ()) -> Explanation:
     """The explanation of one task, or a ConfigError naming the known tasks."""
-    everything = explain_all(root, profile, variables, names=[task_name])
-    return next(item for item in everything if item.task == task_name)
+    proj = load_project(root, profile, variables)
+    item = next(item for item in _explain_all(proj, [task_name]) if item.task == task_name)
+    if task_name.startswith("stage:"):
+        _add_key(proj, item, task_name.split(":", 1)[1])
+    return item
+
+
+def _add_key(proj: Project, item: Explanation, name: str) -> None:
+    """The stage's key now (inputs are read and hashed), the one its image was built for, its origin."""
+    from vaultdoit import keys, owned
+
+    with contextlib.chdir(proj.config.root):
+        try:
+            item.key = keys.planned_keys(proj.stages, proj.config.root, digests(proj)).get(name)
+        except OSError:
+            item.key = None  # an input is missing: the reasons say which
+    record = owned.read_marker(proj.stage(name).output.parent) or {}
+    if record.get("stage") == name:
+        item.built_key = record.get("key")
+        pulled = record.get("pulled")
+        item.origin = f"pulled from {pulled.get('from')}" if isinstance(pulled, dict) else "built here"
 
 
 def to_json(items: list[Explanation]) -> str:
@@ -168,6 +195,13 @@ def render_status(items: list[Explanation]) -> str:
 
 
 def render_explanation(item: Explanation) -> str:
-    if not item.will_run:
-        return f"{item.task}: up to date"
-    return "\n".join([f"{item.task}: will run", *(f"  - {reason}" for reason in item.reasons)])
+    """``task: will run`` and its reasons (or ``up to date``); for a stage explained alone, its keys and origin."""
+    lines = [f"{item.task}: {'will run' if item.will_run else 'up to date'}",
+             *(f"  - {reason}" for reason in item.reasons)]
+    if item.key or item.built_key:
+        lines.append(f"  key: {item.key or 'unknown (an input is missing)'}")
+    if item.built_key and item.built_key != item.key:
+        lines.append(f"  image built for: {item.built_key}")
+    if item.origin:
+        lines.append(f"  image: {item.origin}")
+    return "\n".join(lines)

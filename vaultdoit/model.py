@@ -120,6 +120,15 @@ class AptRoute:
 
 
 @dataclass(frozen=True)
+class RemoteCache:
+    """The shared stage cache of a build (an OCI registry repository), resolved when planned."""
+
+    repository: str  # "<registry>[:port]/<repository>"
+    push: bool = True  # push the stages built here
+    chunk_size: int = 256 * 2**20  # largest layer
+
+
+@dataclass(frozen=True)
 class StageBuild:
     """Everything one stage build needs, planned before it runs (the action's only argument)."""
 
@@ -141,6 +150,8 @@ class StageBuild:
     # Bootstrapped stages only: the bootstrap's own spec (vaultdoit.bootstrap.BootstrapSpec).
     bootstrap: Any = None
     workdir: Path | None = None
+    remote: RemoteCache | None = None  # the shared stage cache, if any (vaultdoit/remote.py)
+    reports: Path | None = None  # where stages leave their reports (build/<profile>/reports)
 
     @property
     def parent(self) -> Stage | None:

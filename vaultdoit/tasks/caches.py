@@ -16,10 +16,15 @@ def keys_task(project: Project) -> dict[str, Any]:
     """SSH key pairs: the build key (removed from the image) and the access key (kept)."""
     cfg = project.config
     keys = [cfg.build_key, cfg.access_key]
+    # A team's shared keys (VAULTDOIT_BUILD_KEY, VAULTDOIT_ACCESS_KEY) are copied into place:
+    # stages built on different machines then hold the same public keys, so they share keys.
+    shared = {key: source for key, source in ((cfg.build_key, cfg.build_key_from),
+                                              (cfg.access_key, cfg.access_key_from)) if source is not None}
     return {
         "basename": "keys",
-        "doc": "create the build and access SSH keys (once)",
-        "actions": [(action("make_keys"), [keys, log(project, "keys")])],
+        "doc": "create the build and access SSH keys (once), or copy the team's shared ones",
+        "actions": [(action("make_keys"), [keys, log(project, "keys")], {"shared": shared})],
+        "file_dep": sorted(str(source) for source in shared.values()),
         "targets": rels(project, [p for k in keys for p in (k, pubkey(k))]),
         "uptodate": [run_once()],
         "meta": {"vaultdoit": {"kind": "keys", "log": rel(project, log(project, "keys"))}},

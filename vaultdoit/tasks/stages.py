@@ -9,7 +9,8 @@ from typing import Any
 from vaultdoit.packer import marker_path
 from vaultdoit.plan import Project, wheel_manifest
 from vaultdoit.model import Stage, StageBuild
-from vaultdoit.tasks.common import action, digests, log, probe_spec, rel, rels, stall_timeout
+from vaultdoit.remote import spec as remote_spec
+from vaultdoit.tasks.common import action, digests, log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -18,7 +19,8 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
     cfg = project.config
     build = StageBuild(stage=stage, ancestors=tuple(project.chain(stage)[:-1]), root=cfg.root,
                        state_dir=cfg.state_dir, logfile=log(project, f"stage:{stage.name}"),
-                       digests=digests(project), apt=project.apt)
+                       digests=digests(project), apt=project.apt, remote=remote_spec(cfg),
+                       reports=reports(project))
     if stage.kind == "packer":
         assert stage.packer is not None
         assigned = {name: stage.packer.variables[name] for name in stage.packer.assigned}
