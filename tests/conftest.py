@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,69 @@ def packer_runs(work: Path) -> list[str]:
     names = log.read_text().split() if log.exists() else []
     log.unlink(missing_ok=True)
     return names
+
+
+def guest_env(root: Path, work: Path, profile: str | None = None) -> dict[str, str]:
+    """``fake_packer_env`` plus a fake QEMU and ssh that act as a guest that boots (tests/fakes/guest):
+    ``verify``, ``vaultdoit run`` and ``vaultdoit ssh`` work on the fake images."""
+    env = fake_packer_env(root, work, profile)
+    env["PATH"] = f"{TESTS / 'fakes' / 'guest'}{os.pathsep}{env['PATH']}"
+    env["FAKE_QEMU_LOG"] = str(work / "qemu.log")
+    return env
+
+
+class Running:
+    """`vaultdoit run TARGET` in the background, as in a second terminal (as ``user`` if given)."""
+
+    def __init__(self, root: Path, env: dict[str, str], *args: str, user: NormalUser | None = None) -> None:
+        self.root = root
+        self.out = root.parent / f"run-{time.monotonic_ns()}.out"
+        argv = ["-C", str(root), "run", *args]
+        if user is None:
+            argv, full_env = [str(VENV_BIN / "vaultdoit"), *argv], {**os.environ, **env}
+        else:
+            argv, full_env = [*user.switch, str(user.python_bin / "vaultdoit"), *argv], user.env(env)
+        with self.out.open("w") as out:
+            self.proc = subprocess.Popen(argv, env=full_env, cwd=root, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def record(self, deadline: float = 60) -> dict[str, object]:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            for path in (self.root / "build").glob("**/.vaultdoit/run/*.json"):
+                return json.loads(path.read_text())
+            assert self.proc.poll() is None, self.out.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"no session record within {deadline} s: {self.out.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+PLUGINS = "vaultdoit_doit_commands-0.dist-info"
+
+
+@pytest.fixture(scope="session")
+def doit_plugins(tmp_path_factory) -> dict[str, str]:
+    """Environment in which doit finds the commands pyproject.toml declares as ``doit.COMMAND``
+    entry points, whether or not the installed metadata already has them (an editable install
+    made before they were added does not)."""
+    import tomllib
+    from importlib.metadata import entry_points
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["doit.COMMAND"]
+    installed = {e.name: e.value for e in entry_points(group="doit.COMMAND")}
+    if all(installed.get(name) == value for name, value in declared.items()):
+        return {}
+    site = tmp_path_factory.mktemp("plugins")
+    info = site / PLUGINS
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vaultdoit-doit-commands\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[doit.COMMAND]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": f"{path}{os.pathsep}{site}" if path else f"{REPO}{os.pathsep}{site}"}
 
 
 # --- a normal (non-root) user for the tests that build without root ----------------------------------

@@ -41,10 +41,13 @@ def test_the_schema_check_catches_mistakes(tmp_path: Path):
 def test_ci_files_restore_build_push_and_keep_what_the_readme_says():
     for name in FILES:
         text = (REPO / "ci" / name).read_text()
-        for needed in ("cache import", "cache export", "cache push", "--reporter=json", "final_image verify",
+        for needed in ("cache import", "cache export", "cache push", "final_image verify",
                        "VAULTDOIT_REMOTE_CACHE", "VAULTDOIT_BUILD_KEY", "build/final/", "build/reports/"):
             assert needed in text, (name, needed)
     github = yaml.safe_load((REPO / "ci/github-actions.yml").read_text())
     assert github["jobs"]["image"]["strategy"]["matrix"]["include"] == [{"profile": "mini"}]
     gitlab = yaml.safe_load((REPO / "ci/gitlab-ci.yml").read_text())
     assert gitlab["vault-image"]["parallel"]["matrix"] == [{"PROFILE": ["mini"]}]
+    # The run's report and JUnit files: kept, and shown as test results where the CI system can.
+    assert "build/$PROFILE/reports/runs/latest.junit.xml" in gitlab["vault-image"]["artifacts"]["reports"]["junit"]
+    assert "build/${{ matrix.profile }}/reports/" in (REPO / "ci/github-actions.yml").read_text()

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from conftest import REPO, NormalUser, ensure_subordinate_ids, low_free_port, not_owned_by, ran_tasks
+from conftest import REPO, NormalUser, Running, ensure_subordinate_ids, low_free_port, not_owned_by, ran_tasks
 
 pytestmark = [
     pytest.mark.e2e,
@@ -287,6 +287,40 @@ def test_full_build_boot_and_incremental(project: Path):
     with pytest.raises(BootError) as info:
         boot(root, [], "broken", image=broken)
     assert "QEMU exited" in str(info.value)
+
+
+def test_run_and_ssh_into_the_final_image_and_a_stage(project: Path):
+    """`vaultdoit run` boots an image on a snapshot (console here, SSH on loopback); `vaultdoit ssh` runs commands."""
+    root = project
+    if not (root / "build/final/vault-mini.qcow2").exists():
+        pytest.skip("needs the image built by the test above")
+    user = BUILDER[0]  # the images and keys are the builder's: it boots them and logs in
+
+    def ssh(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return user.run([str(user.python_bin / "vaultdoit"), "-C", str(root), "ssh", *args], cwd=root,
+                        check=False, timeout=timeout)
+
+    final = Running(root, {}, user=user)
+    try:
+        assert final.record()["target"] == "final"
+        active = ssh("--timeout", "900", "--", "systemctl", "is-active", "vault-monitor.service", timeout=1000)
+        assert active.returncode == 0 and active.stdout.strip() == "active", active.stderr
+        assert ssh("--", "exit 5", timeout=300).returncode == 5
+    finally:
+        assert final.stop() == 130
+    assert "Linux version" in final.out.read_text()
+    # A stage boots with its template's kernel and logs in with the build key.
+    stage = Running(root, {}, "stage:drivers", user=user)
+    try:
+        assert stage.record()["key"] == str(root / "build/keys/build_ed25519")
+        marker = ssh("stage:drivers", "--timeout", "900", "--", "test", "-f", "/etc/vault/stages/drivers",
+                     timeout=1000)
+        assert marker.returncode == 0, marker.stderr
+        later = ssh("stage:drivers", "--", "test", "-e", "/etc/vault/stages/final", timeout=300)
+        assert later.returncode == 1  # the final stage's work is not in the drivers image
+    finally:
+        stage.stop()
+    assert not_owned_by(user.uid, root / "build/mini") == []  # the runs' records were the builder's too
 
 
 def test_zlib_final_image_reruns_only_final_image_and_boots(project: Path):

@@ -106,11 +106,11 @@ def test_secrets_reach_packer_in_a_private_file_and_no_output(project_copy, tmp_
     calls = private_var_files(tmp_path / "work")
     assert len(calls) == 3
     for call in calls:
-        assert not any(value in arg for arg in call["argv"] for value in secrets.values())
-        [(path, content)] = call["var_files"].items()
-        assert content["mode"] == "0o600" and not Path(path).exists()  # removed after the build
-        assert f'registry_token = "{secrets["vault.toml sensitive"]}"' in content["text"]
-        assert f'api_key = "{secrets["PKR_VAR_ sensitive"]}"' in content["text"]
+        assert not any(value in arg for arg in call["args"] for value in secrets.values())
+        [(path, text)] = call["var_files"].items()
+        assert call["modes"][path] == "0o600" and not Path(path).exists()  # removed after the build
+        assert f'registry_token = "{secrets["vault.toml sensitive"]}"' in text
+        assert f'api_key = "{secrets["PKR_VAR_ sensitive"]}"' in text
     # The fake packer printed every value it got; the stage logs show them hidden.
     log = (root / "build/logs/stage-mid.log").read_text()
     assert 'variable registry_token = "<sensitive>"' in log and "variable PKR_VAR_api_key=<sensitive>" in log
@@ -125,6 +125,19 @@ def test_sensitive_values_used_in_settings_stay_out_of_every_output(project_copy
     explain = subprocess.run([str(Path(run_doit.__globals__["VENV_BIN"]) / "vaultdoit"), "-C", str(root),
                               "explain", "stage:mid", "--json"], capture_output=True, text=True)
     assert leaks(root, secrets, explain.stdout, explain.stderr) == []
+
+
+def test_a_sensitive_variable_given_for_one_run_stays_out_of_its_report(project_copy, tmp_path: Path):
+    """`doit final_image var.NAME=VALUE`: the run's record, HTML report and JUnit show the command
+    line with the value hidden."""
+    root, env, secrets = planted(project_copy, tmp_path, in_settings=False)
+    del env["PKR_VAR_api_key"]
+    result = run_doit(root, "final_image", f"var.api_key={secrets['PKR_VAR_ sensitive']}", env=env)
+    assert leaks(root, secrets, result.stdout, result.stderr) == []
+    [record] = (root / "build").rglob("runs/*.json")
+    assert json.loads(record.read_text())["command"].endswith("final_image 'var.api_key=<sensitive>'")
+    [call] = private_var_files(tmp_path / "work")[-1:]
+    assert f'api_key = "{secrets["PKR_VAR_ sensitive"]}"' in next(iter(call["var_files"].values()))
 
 
 # --- the mechanisms -------------------------------------------------------------------------------------------
@@ -195,3 +208,18 @@ def test_secrets_split_between_chunks_never_reach_the_log_or_the_console(tmp_pat
     assert text.split("\nbefore ")[0].endswith(" <sensitive>")  # the command line too
     assert "before <sensitive> after <sensitive>" in text, text
     assert secret not in capfd.readouterr().err
+
+
+def test_secrets_in_redrawn_progress_and_spanning_lines_are_hidden(tmp_path: Path, capfd):
+    import sys
+
+    from vaultdoit import proc
+
+    secret = "line-one-secret\nline-two-secret"
+    script = ("import sys\nsys.stdout.write('at 10% ' + sys.argv[1].split()[0] + '\\r')\n"
+              "sys.stdout.write('at 99%\\r\\n')\nprint(sys.argv[1])\n")
+    log = tmp_path / "log"
+    proc.run([sys.executable, "-c", script, secret], logfile=log, echo=True, secrets=[secret])
+    shown = log.read_text() + capfd.readouterr().err
+    assert "line-one-secret" not in shown and "line-two-secret" not in shown, shown
+    assert "<sensitive>\n<sensitive>\n" in log.read_text()

@@ -155,7 +155,9 @@ def _packer(build: StageBuild) -> None:
     # Packer then sees exactly the values the key was made of, and secrets stay out of argv and logs.
     assigned = {k: v for k, v in build.variables.items() if k not in runtime}
     var_file = packer.write_var_file(build.state_dir / "vars" / f"{stage.name}.pkrvars.hcl", assigned)
-    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [])
+    # Packer's default on error removes the VM's disk; abort leaves it for keep_failed to keep.
+    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [],
+                             on_error="abort" if build.keep_failed is not None else None)
     build.logfile.parent.mkdir(parents=True, exist_ok=True)
     build.logfile.write_text("")  # one log per build: the last one is what a failure shows
     attrs = stage.source.attrs
@@ -169,10 +171,47 @@ def _packer(build: StageBuild) -> None:
     try:
         packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
                            logfile=build.logfile, watch=dog, watch_interval=dog.interval,
-                           secrets=packer.secret_values(packer_cfg))
+                           secrets=packer.secret_values(packer_cfg),
+                           keep_failed=functools.partial(keep_failed_disk, build) if build.keep_failed else None)
     finally:
         if var_file is not None:
             var_file.unlink(missing_ok=True)
+
+
+def keep_failed_disk(build: StageBuild, folder: Path) -> None:
+    """Move a failed build's folder to ``build.keep_failed/<stage>`` and say how to boot its disk.
+
+    Only the last failure of each stage is kept. The disk stays an overlay on the
+    parent's image (its backing reference is made relative from its new place).
+    """
+    from vaultdoit import qemu_img
+    from vaultdoit.keys import relpath
+
+    stage = build.stage
+    assert build.keep_failed is not None
+    image = folder / stage.output.name
+    if not image.is_file():
+        note(f"keep_failed: stage {stage.name} failed before Packer made its disk; nothing to keep")
+        return
+    dest = build.keep_failed / stage.name
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(folder, dest)
+    kept = dest / image.name
+    usable = ""
+    try:
+        if build.backing is not None:
+            qemu_img.rebase_relative(kept, build.backing, logfile=build.logfile)
+        qemu_img.info(kept)
+    except VaultError as err:
+        usable = f" (it may not boot: {err.message})"
+    owned.write_marker(dest, {"format": 1, "stage": stage.name, "image": kept.name, "failed": True,
+                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "backing": relpath(build.backing, build.root) if build.backing else None,
+                              "log": relpath(build.logfile, build.root)})
+    note(f"kept the failed build's disk: {relpath(kept, build.root)}{usable}; boot it with "
+         f"`vaultdoit run failed:{stage.name}` (a throwaway snapshot: the disk is not changed), "
+         f"then `vaultdoit ssh failed:{stage.name}`. The stage's previous image is untouched.")
 
 
 @task_action
@@ -241,18 +280,48 @@ def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | N
 
 
 @task_action
-def verify_image(spec: Any, report_file: Path) -> TaskFailed | None:
-    """Boot the final image on a throwaway snapshot and run the checks (see vm.py)."""
-    from vaultdoit import vm
+def verify_image(spec: Any, report_file: Path, junit_file: Path | None = None) -> TaskFailed | None:
+    """Boot the final image on a throwaway snapshot and run the checks (see vm.py).
+
+    The report goes to ``report_file`` (JSON) and ``junit_file`` (JUnit XML, also when
+    the image does not boot far enough to be checked).
+    """
+    from vaultdoit import files, junit, vm
+    from vaultdoit.errors import BootError, Stalled
 
     note(f"boot test of {spec.image.name} (serial log in {spec.log_dir})")
-    report = vm.boot_test(spec)
+    suite, started = f"verify {spec.image.name}", time.time()
+    try:
+        report = vm.boot_test(spec)
+    except (BootError, Stalled) as err:
+        if junit_file is not None:
+            case = junit.Case("boot to SSH login", suite_class(spec.image), time.time() - started, "error", str(err))
+            files.write_atomic(junit_file, junit.document(suite, [case], started=started))
+        raise
     sys.stderr.write(report.render() + "\n")
-    report_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, report_file)
+    files.write_atomic(report_file, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    if junit_file is not None:
+        files.write_atomic(junit_file, junit.document(suite, boot_cases(report), started=started))
     if not report.ok:
         failed = [c.name for c in report.checks if not c.ok]
         return TaskFailed(f"boot test failed: {', '.join(failed)} (report: {report_file})")
     return None
+
+
+def suite_class(image: Path) -> str:
+    """The JUnit classname of an image's checks: ``verify.<image name>``."""
+    return "verify." + image.name.removesuffix(".qcow2").replace(".", "_")
+
+
+def boot_cases(report: Any) -> list[Any]:
+    """JUnit cases of a boot report: the boot itself, then one per check."""
+    from vaultdoit import junit
+
+    classname = suite_class(report.image or Path("image"))
+    cases = [junit.Case("boot to SSH login", classname, report.boot_seconds,
+                        output=f"accelerator {report.accelerator}; serial log: {report.serial_log}")]
+    for check in report.checks:
+        seconds = report.shutdown_seconds if check.name == "clean shutdown" else 0.0
+        cases.append(junit.Case(check.name, classname, seconds, "passed" if check.ok else "failure",
+                                check.detail if not check.ok else "", check.detail if check.ok else ""))
+    return cases

@@ -136,6 +136,7 @@ class ProjectConfig:
     # Who signs: the public key beside signing_key ("type base64"), else its path. A new key
     # at the same path signs again; the private key is never read here.
     signer: str | None = None
+    keep_failed: bool = False  # keep a failed stage's disk aside (build/<profile>/failed/<stage>/)
     # The shared stage cache: "<registry>/<repository>" (vault.toml or the environment), or None.
     remote_cache: str | None = None
     remote_push: bool = True
@@ -164,6 +165,11 @@ class ProjectConfig:
     def state_dir(self) -> Path:
         """vaultdoit's own bookkeeping (doit's dependency DB, digests, markers)."""
         return self.build_dir / ".vaultdoit"
+
+    @property
+    def failed_dir(self) -> Path:
+        """Where ``keep_failed`` puts a failed stage's disk: never a stage's output folder."""
+        return self.build_dir / "failed"
 
     @property
     def cache_dir(self) -> Path:
@@ -664,6 +670,7 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         apt_proxy_port=r.get(("apt_proxy_port",), PROJECT),
         allowed_paths=r.allowed,
         stall_timeout=r.get(("stall_timeout",), PROJECT),
+        keep_failed=r.get(("keep_failed",), PROJECT),
         stage_configs=tuple(
             StageConfig(name, stall_timeout=r.get(("stages", name, "stall_timeout"), STAGE),
                         origin=f.at(r.written(("stages", name))))

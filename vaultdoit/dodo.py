@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, state
+from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, reporter, runvars, state
 from vaultdoit.exits import exit_on_error
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
 
 @functools.cache
-def project(root: Path, profile: str | None) -> plan.Project:
+def project(root: Path, profile: str | None, variables: runvars.RunVars = ()) -> plan.Project:
     """The planned project: from the last run's plan while nothing it read has changed."""
-    kept = root / "build" / ".vaultdoit-plans" / f"{profile or '-'}.pickle"
-    return plancache.cached(kept, lambda: plan.load_project(root, profile))
+    kept = root / "build" / ".vaultdoit-plans" / f"{profile or '-'}{runvars.suffix(variables)}.pickle"
+    return plancache.cached(kept, lambda: plan.load_project(root, profile, variables))
 
 
 def _var(name: str) -> str | None:
@@ -44,7 +44,10 @@ def _take_lock(root: Path) -> lock.BuildLock | None:
     if not lock.takes_lock(lock.doit_command(args)):
         return None
     build_lock = lock.BuildLock(root)
-    build_lock.acquire(" ".join([Path(sys.argv[0]).name, *args]), wait=lock.mode(_var("lock")) == "wait")
+    # Others read the lock's file: per-run variables' values stay out (one may be sensitive,
+    # which is not known before the templates are read).
+    shown = [a.split("=", 1)[0] + "=…" if a.startswith(runvars.PREFIX) and "=" in a else a for a in args]
+    build_lock.acquire(" ".join([Path(sys.argv[0]).name, *shown]), wait=lock.mode(_var("lock")) == "wait")
     return build_lock
 
 
@@ -84,7 +87,8 @@ def setup(dodo_file: str) -> dict[str, Any]:
     """
     root = Path(dodo_file).resolve().parent
     with exit_on_error():
-        proj = project(root, _profile_arg())
+        run = runvars.from_doit()  # var.NAME=value, keep_failed=1
+        proj = runvars.apply(project(root, _profile_arg(), run.variables), run)
         cfg = proj.config
         build_lock = _take_lock(root)
         if build_lock is not None:
@@ -103,6 +107,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
         "check_file_uptodate": checker.make_checker(digests(proj)),
         "par_type": "thread",  # the work is subprocesses; threads are enough
         "verbosity": 2,
+        **reporter.doit_config(proj),  # progress, summary and report; `doit list` in build order
     }
 
     def task_vaultdoit() -> Iterator[dict[str, Any]]:

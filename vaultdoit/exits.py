@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from vaultdoit.errors import CommandFailed, LockBusy, RemoteError, Stalled, VaultError, VerificationFailed, os_error
 
 EXIT_FAILED, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_WOULD_RUN = EXIT_FAILED  # `status`: a task would run (CI gates on it)
 
 
 def _say(text: str) -> None:

@@ -129,6 +129,14 @@ class RemoteCache:
 
 
 @dataclass(frozen=True)
+class ProbeSpec:
+    """Where the accelerator probe finds a kernel and keeps its verdict (plain data, for task dicts)."""
+
+    kernels: tuple[Path, ...] = ()  # candidates, first existing one is booted
+    cache_dir: Path | None = None  # cache/probe of the project; None: keep nothing on disk
+
+
+@dataclass(frozen=True)
 class StageBuild:
     """Everything one stage build needs, planned before it runs (the action's only argument)."""
 
@@ -145,7 +153,8 @@ class StageBuild:
     accelerator: str = "auto"
     ansible_cfg: Path | None = None
     stall_timeout: float = 0.0  # 0: the stage decides
-    probe: Any = None  # vaultdoit.accel.ProbeSpec: the kernels the accelerator probe may boot
+    keep_failed: Path | None = None  # where a failed build's disk is kept (build/<profile>/failed); None: removed
+    probe: ProbeSpec | None = None  # the kernels the accelerator probe may boot
     # Bootstrapped stages only: the bootstrap's own spec (vaultdoit.bootstrap.BootstrapSpec).
     bootstrap: Any = None
     workdir: Path | None = None

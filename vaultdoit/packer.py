@@ -119,23 +119,19 @@ def write_var_file(path: Path, variables: Mapping[str, Any]) -> Path | None:
     return path
 
 
-MIN_SECRET = 4  # shorter values are no credentials, and hiding them would garble every log
-
-
 def secret_values(config: PackerConfig, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values never to show in a log: the sensitive variables' (as the planner resolved them) and
-    every ``PKR_VAR_*`` of the environment (Packer 1.6 prints values in provisioner output)."""
-    env = os.environ if environ is None else environ
-    values: list[Any] = [config.variables.get(name) for name in config.sensitive]
-    values += [value for key, value in env.items() if key.startswith("PKR_VAR_")]
-    texts = {v if isinstance(v, str) else json.dumps(v) for v in values if v is not None}
-    return sorted(t for t in texts if len(t) >= MIN_SECRET)
+    """Values never to show in a log (see sensitive.py)."""
+    from vaultdoit import sensitive
+
+    return sensitive.values(config, environ)
 
 
 def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
-               explicit_var_files: Sequence[Path]) -> list[str]:
-    """``packer build`` of one source of a template folder."""
+               explicit_var_files: Sequence[Path], on_error: str | None = None) -> list[str]:
+    """``packer build`` of one source of a template folder (``on_error``: Packer's ``-on-error``)."""
     argv = ["packer", "build", "-color=false", "-timestamp-ui", f"-only={only}"]
+    if on_error is not None:
+        argv.append(f"-on-error={on_error}")
     for var_file in explicit_var_files:
         argv.append(f"-var-file={var_file}")
     for name, value in sorted(variables.items()):
@@ -174,7 +170,8 @@ def recover(state_dir: Path, stage: Stage) -> None:
 
 def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env: Mapping[str, str],
                 cwd: Path, state_dir: Path, logfile: Path, watch: Callable[[], str | None] | None = None,
-                watch_interval: float = 5.0, secrets: Sequence[str] = ()) -> None:
+                watch_interval: float = 5.0, secrets: Sequence[str] = (),
+                keep_failed: Callable[[Path], None] | None = None) -> None:
     """Run Packer for ``stage`` so that its image appears complete or not at all.
 
     Packer writes into the template's output_directory and refuses an existing
@@ -184,6 +181,8 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     what the new image must be an overlay on (the parent's image or a root image).
     ``watch`` (the stall watchdog) is called every ``watch_interval`` s while Packer runs.
     ``secrets`` never reach the log or the console (see ``secret_values``).
+    ``keep_failed`` is given the folder of a failed build (not of an interrupted one)
+    before it is removed: it may move it away to keep the disk.
     """
     folder = stage.output.parent
     if not owned.is_ours(folder, cwd):
@@ -207,7 +206,9 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
         qemu_img.check_stage(stage.output, backing)
         if backing is not None:
             qemu_img.rebase_relative(stage.output, backing, logfile=logfile)
-    except BaseException:
+    except BaseException as exc:
+        if keep_failed is not None and isinstance(exc, Exception) and folder.exists():
+            keep_failed(folder)
         shutil.rmtree(folder, ignore_errors=True)
         if prev.exists():
             os.replace(prev, folder)

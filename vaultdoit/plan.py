@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit import config as config_mod
-from vaultdoit import keys, owned, proc
+from vaultdoit import keys, owned, runvars
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
@@ -387,14 +387,19 @@ def _order(stages: list[Stage]) -> list[Stage]:
     return ordered
 
 
-def load_project(root: Path, profile: str | None = None) -> Project:
-    """Read vault.toml, the templates and the playbooks under ``root`` into a Project."""
+def load_project(root: Path, profile: str | None = None, variables: runvars.RunVars = ()) -> Project:
+    """Read vault.toml, the templates and the playbooks under ``root`` into a Project.
+
+    ``variables`` are per-run Packer variables (see runvars.py): as Packer's ``-var``, over all others.
+    """
     cfg = config_mod.load(root, profile)
     stages = _bootstrap_stages(cfg)
     known = {s.output: s.name for s in stages}
     from vaultdoit import hcl  # imports python-hcl2: only when the plan is not cached
 
-    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, defaults=dict(cfg.variables))
+    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, defaults=dict(cfg.variables),
+                                     overrides=dict(variables))
+    runvars.check_declared(variables, packer_cfg.variables, cfg.packer_dir)
     extra_outputs = frozenset(p for s in stages for p in s.extra_outputs)
     packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs)
     stages += packer_stages
@@ -427,6 +432,8 @@ def _apt_route(cfg: ProjectConfig, packer_cfg: PackerConfig | None) -> AptRoute:
     if not uses_apt or cfg.apt_proxy == "off":
         return AptRoute()
     if cfg.apt_proxy == "auto":
+        from vaultdoit import proc  # planning only: a kept plan's run need not load it
+
         if proc.which("apt-cacher-ng") is None:  # in /usr/sbin: not on every user's PATH
             return AptRoute()
         return AptRoute(host_url=f"http://127.0.0.1:{cfg.apt_proxy_port}",

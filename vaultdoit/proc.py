@@ -13,7 +13,6 @@ Only a service that daemonises on purpose (apt-cacher-ng) runs without it.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shlex
@@ -50,6 +49,7 @@ PACKAGES: dict[str, str] = {
     "newuidmap": "uidmap",
     "fakeroot": "fakeroot",
     "git": "git",
+    "xdg-open": "xdg-utils",
     "ansible-playbook": "ansible-core (pip install ansible-core)",
     "docker-registry": "docker-registry",
 }
@@ -204,8 +204,10 @@ def stop_all(grace: float = STOP_GRACE) -> None:
 
 def _echo(chunk: bytes) -> None:
     """Copy program output to our stderr, which doit may have swapped for a text buffer."""
+    from vaultdoit import progress
+
     stream = sys.stderr
-    buffer = getattr(stream, "buffer", None)
+    buffer = None if progress.live_active() else getattr(stream, "buffer", None)
     if buffer is not None:
         buffer.write(chunk)
     else:
@@ -217,47 +219,76 @@ REDACTED = b"<sensitive>"
 
 
 class Redactor:
-    """Replaces secret values in a stream of chunks, also when a value is split between two."""
+    """Replaces secret values in the lines of a program's output and in its command line."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
-        self.keep = max((len(s) for s in self.secrets), default=1) - 1
-        self.pending = b""
+        texts = {s for s in secrets if s}
+        # Output is handled a line at a time: a value that spans lines is hidden line by line.
+        texts |= {part for s in texts if "\n" in s for part in s.splitlines() if len(part.strip()) >= 4}
+        self.secrets = sorted((t.encode() for t in texts), key=len, reverse=True)
 
-    def feed(self, chunk: bytes) -> bytes:
-        """What may be shown of the output so far (the last bytes wait for the next chunk)."""
-        data = self.pending + chunk
+    def bytes(self, piece: bytes) -> bytes:
         for secret in self.secrets:
-            data = data.replace(secret, REDACTED)
-        if self.keep == 0:
-            self.pending = b""
-            return data
-        self.pending = data[-self.keep:]
-        return data[:-self.keep]
-
-    def flush(self) -> bytes:
-        data, self.pending = self.pending, b""
-        return data
+            piece = piece.replace(secret, REDACTED)
+        return piece
 
     def text(self, line: str) -> str:
-        for secret in self.secrets:
-            line = line.replace(secret.decode(), REDACTED.decode())
-        return line
+        return self.bytes(line.encode()).decode("utf-8", "replace")
 
 
-def _pump(stream: IO[bytes], out: IO[bytes] | int, redactor: Redactor | None = None) -> None:
-    """Copy a program's output to our stderr and its log as it arrives (without ``redactor``'s secrets)."""
-    # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
-    chunks = iter(lambda: stream.read1(65536), b"")  # type: ignore[attr-defined]
-    for chunk in itertools.chain(chunks, [None]):  # None: the end, where the redactor's last bytes go
-        if redactor is not None:
-            chunk = redactor.feed(chunk) if chunk is not None else redactor.flush()
-        if not chunk:
-            continue
-        _echo(chunk)
+REDRAW_LIMIT = 65536  # bytes of output without a line end after which it is passed on anyway
+
+
+def _pump(stream: IO[bytes], out: IO[bytes] | int, on_progress: Callable[[str], None] | None = None,
+          redactor: Redactor | None = None) -> None:
+    """Copy a program's output to our stderr and its log, line by line as it arrives.
+
+    A piece ending in ``\r`` redraws a progress display (``qemu-img -p``): it goes
+    to ``on_progress`` if given, else to a terminal as it is, never to the log or
+    to a non-terminal, where only the last state before the next line is kept.
+    ``redactor``'s secrets are taken out of every piece before it goes anywhere.
+    """
+    from vaultdoit import progress
+
+    redraw = progress.redraws(sys.stderr) and on_progress is None
+    pending = b""
+    last_redraw: bytes | None = None
+    hide = redactor.bytes if redactor is not None else (lambda piece: piece)
+
+    def line(piece: bytes) -> None:
+        nonlocal last_redraw
+        shown: bytes | None = piece + b"\n"
+        if not piece.strip() and last_redraw is not None:
+            # A progress display ends with a line end: keep its final state in the log.
+            piece = last_redraw.strip()
+            shown = b"\n" if redraw else None if on_progress is not None else piece + b"\n"
+        last_redraw = None
+        if shown is not None:
+            _echo(shown)
         if not isinstance(out, int):
-            out.write(chunk)
+            out.write(piece + b"\n")
             out.flush()  # so `tail -f` on the log follows the build
+
+    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+        pending += chunk
+        while True:
+            cut = min((i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1)
+            if cut < 0:
+                break
+            piece, end, pending = hide(pending[:cut]), pending[cut:cut + 1], pending[cut + 1:]
+            if end == b"\n":
+                line(piece)
+            elif piece.strip():
+                last_redraw = piece
+                if on_progress is not None:
+                    on_progress(piece.decode("utf-8", "replace"))
+                elif redraw:
+                    _echo(piece + b"\r")
+        if len(pending) > REDRAW_LIMIT:
+            line(hide(pending))
+            pending = b""
+    if pending or last_redraw is not None:
+        line(hide(pending))
 
 
 def _wait(proc: subprocess.Popen[bytes], args: list[str], *, timeout: float | None,
@@ -303,6 +334,7 @@ def run(
     watch: Callable[[], str | None] | None = None,
     watch_interval: float = 1.0,
     daemon: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> str:
     """Run ``argv`` to completion; return its stdout when ``capture`` is set.
 
@@ -313,7 +345,9 @@ def run(
     that text. ``secrets`` (with ``echo``) are replaced by ``<sensitive>`` in the
     command line and the output, before either reaches the log or our stderr.
     ``daemon``: the program starts a service that must keep running
-    after it exits (apt-cacher-ng), so it runs without the supervisor.
+    after it exits (apt-cacher-ng), so it runs without the supervisor. With
+    ``echo``, ``progress`` gets the lines a program redraws with ``\r``
+    (``qemu-img -p``) instead of the terminal and the log.
     Raises ToolNotFound, CommandFailed or Stalled.
     """
     args, cmdline = _resolve(argv)
@@ -351,7 +385,7 @@ def run(
                 proc.stdin.write(stdin)
                 proc.stdin.close()
             if echo and proc.stdout:
-                pump = threading.Thread(target=_pump, args=(proc.stdout, out, redactor), daemon=True)
+                pump = threading.Thread(target=_pump, args=(proc.stdout, out, progress, redactor), daemon=True)
                 pump.start()
             _wait(proc, args, timeout=timeout, watch=watch, interval=watch_interval)
             if pump is not None:
@@ -406,6 +440,34 @@ def spawn(
         _release(proc)
         out.close()
 
+
+
+def interactive(argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None,
+                started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> int:
+    """Run a program on our terminal (a VM's console, an SSH shell) and return its exit status.
+
+    It stays in our process group so it can read the terminal; ``started`` is called
+    once it runs. Ctrl-C, or any error here, stops it before the exception goes on.
+    """
+    args, cmdline = _resolve(argv)
+    log.debug("+ %s", cmdline)
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(args, env=full_env)
+    try:
+        if started is not None:
+            started(proc)
+        return proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
 
 
 def check_output(argv: Sequence[str | os.PathLike[str]], *, timeout: float = 60.0,

@@ -58,6 +58,7 @@ def _is_strs(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(i, str) for i in v)
 
 
+
 def _is_table(v: Any) -> bool:
     return isinstance(v, dict)
 
@@ -227,6 +228,11 @@ SETTINGS: tuple[Setting, ...] = (
             "file and SBOM (`ssh-keygen -Y sign`, namespace `vaultdoit`; see [signing](signing.md)); relative to "
             f"the project, `~` allowed; never created by vaultdoit; `{SIGNING_KEY_ENV}` overrides it",
             default_doc="no signing", check=NON_EMPTY, example='signing_key = "~/.ssh/release_ed25519"'),
+    Setting("keep_failed", PROJECT, BOOLEAN, False,
+            "keep a failed stage's VM disk in `build/<profile>/failed/<stage>/` (never as the stage's image: "
+            "the previous good one stays) and print how to boot it with `vaultdoit run failed:<stage>`; Packer "
+            "then runs with `-on-error=abort`, so it leaves the disk; also `doit final_image keep_failed=1`",
+            example="keep_failed = true"),
     Setting("remote_cache", PROJECT, STRING, None,
             "an OCI registry repository shared by a team as a stage cache: each needed stage is looked up by "
             "its key and pulled instead of built; a stage built here is pushed (see [Remote cache]"

@@ -57,6 +57,8 @@ def final_image_task(project: Project) -> dict[str, Any]:
         "uptodate": [settings_changed(asdict(cfg.final), "final"),
                      settings_changed({"signer": cfg.signer}, "signing")],
         "clean": True,
+        "meta": {"vaultdoit": {"kind": "final", "image": rel(project, cfg.final_image), "top": project.top.name,
+                               "log": rel(project, log(project, "final_image"))}},
     }
 
 
@@ -80,17 +82,28 @@ def verify_task(project: Project) -> dict[str, Any]:
         probe=probe_spec(project, (out.with_suffix(".vmlinuz"),) if kernel else ()),
         stall_timeout=stall_timeout(project),
     )
-    report = cfg.root / "build" / "reports" / f"verify-{cfg.image_name}.json"
+    report = verify_report(project)
+    junit = report.with_name(report.stem + ".junit.xml")
+    # The boot test logs in with the access key, which the keys task makes.
+    key = [spec.key] if spec.key in (cfg.access_key, cfg.build_key) else []
     return {
         "basename": "verify",
         "doc": f"boot {out.name} on a throwaway snapshot and check it over SSH",
-        "actions": [(action("verify_image"), [spec, report])],
-        "file_dep": rels(project, final_outputs(project)),
-        "targets": [rel(project, report)],
+        "actions": [(action("verify_image"), [spec, report, junit])],
+        "file_dep": rels(project, [*final_outputs(project), *key]),
+        "targets": rels(project, [report, junit]),
         "uptodate": [settings_changed({"units": list(cfg.verify.units), "checks": list(cfg.verify.checks),
                                        "user": cfg.verify.user}, "verify")],
         "clean": True,
+        "meta": {"vaultdoit": {"kind": "verify", "report": rel(project, report), "junit": rel(project, junit),
+                               "log": rel(project, spec.log_dir / "serial.log")}},
     }
+
+
+def verify_report(project: Project) -> Path:
+    """The boot test's JSON report (its JUnit XML goes beside it)."""
+    cfg = project.config
+    return cfg.root / "build" / "reports" / f"verify-{cfg.image_name}.json"
 
 
 def gen_tasks(project: Project) -> Iterator[dict[str, Any]]:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from vaultdoit.packer import marker_path
-from vaultdoit.plan import Project
+from vaultdoit.plan import Project, wheel_manifest
 from vaultdoit.model import Stage, StageBuild
 from vaultdoit.remote import spec as remote_spec
 from vaultdoit.tasks.common import action, digests, log, probe_spec, rel, rels, reports, stall_timeout
@@ -26,7 +26,8 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
         assigned = {name: stage.packer.variables[name] for name in stage.packer.assigned}
         return replace(build, variables=assigned,
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
-                       stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project))
+                       stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project),
+                       keep_failed=cfg.failed_dir if cfg.keep_failed else None)
     return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=cfg.build_dir / "tmp")
 
 
@@ -49,6 +50,22 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
         # Ordering only: the proxy must serve before a stage installs packages.
         "task_dep": ["cache:apt"] if project.apt.managed_root is not None else [],
         "clean": True,
+        "meta": {"vaultdoit": stage_meta(project, stage)},
+    }
+
+
+def stage_meta(project: Project, stage: Stage) -> dict[str, Any]:
+    """What the run's progress, summary and report show about the stage (plain, project-relative)."""
+    manifest = wheel_manifest(project.config)
+    wheels = manifest in stage.inputs and project.config.requirements is not None
+    return {
+        "kind": "stage", "stage": stage.name, "parent": stage.parent, "builder": stage.kind,
+        "image": rel(project, stage.output), "log": rel(project, log(project, f"stage:{stage.name}")),
+        "wheelhouse": rel(project, manifest) if wheels else None,
+        "top": stage.name == project.top.name,
+        "failed_disk": rel(project, project.config.failed_dir / stage.name / stage.output.name),
+        # The cache tasks whose files the stage uses (for the stage graph).
+        "uses": ([f"cache:iso-{stage.iso[2].name}"] if stage.iso else []) + (["cache:wheels"] if wheels else []),
     }
 
 
