@@ -158,7 +158,7 @@ def test_a_no_op_build_does_not_probe(project_copy, tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def kernel(request) -> Path:
+def kernel(request, tmp_path_factory) -> Path:
     """A Linux kernel to boot: the test's, the mini base's, or one fetched once through apt."""
     given = os.environ.get("VAULTDOIT_TEST_KERNEL")
     if given:
@@ -168,7 +168,10 @@ def kernel(request) -> Path:
         return built
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         pytest.skip("needs a kernel: set VAULTDOIT_TEST_KERNEL, or apt-get and dpkg-deb to fetch one")
-    return accel.fetch_kernel(Path(request.config.cache.mkdir("vaultdoit-probe-kernel")))
+    # pytest's cache keeps it between runs; without the cache plugin (-p no:cacheprovider), this run's.
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("vaultdoit-probe-kernel") if cache is not None else tmp_path_factory.mktemp("kernel")
+    return accel.fetch_kernel(Path(folder))
 
 
 @pytest.mark.integration

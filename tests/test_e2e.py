@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-from pathlib import Path
-
-import pytest
-
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO, NormalUser, Running, ensure_subordinate_ids, low_free_port, not_owned_by, ran_tasks
 
