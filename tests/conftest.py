@@ -238,28 +238,34 @@ def _usable_python(user: NormalUser) -> bool:
 
 def _user_venv(user: NormalUser) -> Path:
     """A virtual environment of the user's with this checkout installed: when the test runner's own
-    lives where other users cannot go (a Python under /root), wheels made here are installed there."""
+    lives where other users cannot go (a Python under /root), wheels made here are installed there
+    (made with the network or pip's cache, about a minute), with the system's python3."""
     wheels = user.folder()
     source = Path(tempfile.mkdtemp(prefix="vaultdoit-source-"))
+    venv = user.home / f"venv-{os.getpid()}"
     try:
         # From a copy: building in the checkout would leave build/ and an egg-info in it.
         for name in ("pyproject.toml", "README.md", "vaultdoit"):
             (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, source / name)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(wheels),
-                        f"{source}[test]"], check=True, capture_output=True)
+        made = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+                               "-w", str(wheels), f"{source}[test]"], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise AssertionError(f"pip wheel of this checkout for {user.name}'s environment failed:\n{made.stderr}")
+        user.own(wheels)
+        python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "python3"
+        # Not PYTHONPATH: a checkout on it would count as vaultdoit already installed.
+        clean = {"PYTHONPATH": ""}
+        user.run([python, "-m", "venv", str(venv)], cwd=user.home, env=clean)
+        user.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  "--no-index", "--find-links", str(wheels), "vaultdoit[test]"], cwd=user.home, env=clean)
+        if not (venv / "bin/vaultdoit").exists():
+            raise AssertionError(f"vaultdoit was not installed into {venv}")
+    except BaseException:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(source, ignore_errors=True)
-    user.own(wheels)
-    venv = user.home / f"venv-{os.getpid()}"
-    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "python3"
-    # Not PYTHONPATH: a checkout on it would count as vaultdoit already installed.
-    clean = {"PYTHONPATH": ""}
-    user.run([python, "-m", "venv", str(venv)], cwd=user.home, env=clean)
-    user.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
-              "--find-links", str(wheels), "vaultdoit[test]"], cwd=user.home, env=clean)
-    shutil.rmtree(wheels, ignore_errors=True)
-    if not (venv / "bin/vaultdoit").exists():
-        raise AssertionError(f"vaultdoit was not installed into {venv}")
+        shutil.rmtree(wheels, ignore_errors=True)
     return venv / "bin"
 
 
