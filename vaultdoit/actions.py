@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
-from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, watchdog
+from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, resources, watchdog
 from vaultdoit.errors import VaultError, os_error
 from vaultdoit.model import AptRoute, Stage, StageBuild
 
@@ -76,26 +76,31 @@ def build_stage(build: StageBuild) -> None:
     # Every input is read here, before any VM starts: an unreadable file fails in a second.
     record = keys.compute(stage, parent_key(build), build.root, build.digests)
     start, wall = time.monotonic(), time.time()
+    waited = 0.0
     if stage.kind == "packer":
-        _packer(build)
+        waited = _packer(build)
     else:
         _bootstrap(build)
     digest = checker.record_digest(stage.output, build.digests)
     proxy = _managed_proxy(build.apt)
     owned.write_marker(stage.output.parent, {
-        **record, "format": 1, "stage": stage.name, "image": stage.output.name, "image_sha256": digest,
-        "image_bytes": stage.output.stat().st_size, "build_seconds": round(time.monotonic() - start, 1),
+        **record, "format": 1, "stage": stage.id, "variant": stage.variant, "image": stage.output.name,
+        "image_sha256": digest, "image_bytes": stage.output.stat().st_size,
+        "build_seconds": round(time.monotonic() - start - waited, 1),
+        # Time spent waiting for room beside other build VMs (see resources.Guard), not building.
+        "waited_seconds": round(waited, 1),
+        "vm": dataclasses.asdict(build.vm) if build.vm is not None else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "apt": dataclasses.asdict(apt_proxy.traffic(proxy, since=wall)) if proxy else None,
     })
     size = stage.output.stat().st_size
-    note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB image)")
+    note(f"stage {stage.id} built in {time.monotonic() - start - waited:.0f} s ({size / 2**20:.0f} MiB image)")
 
 
 def parent_key(build: StageBuild) -> str | None:
     """The parent's key: as recorded beside its image, else computed from the plan."""
     keys_by_name = keys.chain_keys(build.ancestors, build.root, build.digests)
-    return keys_by_name[build.parent.name] if build.parent is not None else None
+    return keys_by_name[build.parent.id] if build.parent is not None else None
 
 
 def _managed_proxy(apt: AptRoute) -> apt_proxy.AptProxy | None:
@@ -110,19 +115,22 @@ def _bootstrap(build: StageBuild) -> None:
     bootstrap.build(spec, workdir=build.workdir, logfile=build.logfile)
 
 
-def _packer(build: StageBuild) -> None:
-    """One Packer stage, built atomically, its backing reference made relative."""
-    stage, root = build.stage, build.root
-    assert stage.source is not None and stage.packer is not None
+def _packer(build: StageBuild) -> float:
+    """One Packer stage, built atomically, its backing reference made relative; returns the
+    seconds it waited for room beside other build VMs."""
+    stage, root, paths = build.stage, build.root, build.paths
+    assert stage.source is not None and stage.packer is not None and paths is not None
     packer_cfg = stage.packer
     accel_name = accel.choose(build.accelerator, build.probe)
     shim = packer.needs_backing_format_shim(packer.packer_version(), packer.qemu_img_version())
-    merged_cfg = ansible_cfg_mod.write(build.ansible_cfg, root / "cache" / "facts" / stage.name,
-                                       build.state_dir / "ansible" / f"{stage.name}.cfg")
-    tools_dir = build.state_dir / "tools"
-    env = packer.environment(root=root, tools_dir=packer.write_shim(tools_dir) if shim else None,
-                             ansible_cfg=merged_cfg)
-    runtime: dict[str, Any] = {}  # set by vaultdoit for this run: on the command line, never secret
+    merged_cfg = ansible_cfg_mod.write(build.ansible_cfg, paths.facts(stage.id), paths.ansible_cfg(stage.id))
+    # Each build its own temporary folder: Packer's and Ansible's files never meet another build's.
+    tmp = paths.tmp(stage.id)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    env = packer.environment(root=root, tools_dir=packer.write_shim(paths.tools_dir) if shim else None,
+                             ansible_cfg=merged_cfg, extra={"TMPDIR": str(tmp), "ANSIBLE_LOCAL_TEMP": str(tmp)})
+    runtime: dict[str, Any] = dict(build.vm_vars)  # set by vaultdoit for this run: on the command line, never secret
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name
     if stage.iso is not None and "iso_url" in stage.source.attr_vars:
@@ -137,28 +145,40 @@ def _packer(build: StageBuild) -> None:
     if build.apt.guest_url and "apt_proxy" in packer_cfg.variables:
         # Build-time only: reaches the playbooks as an extra var, never the cache key.
         runtime["apt_proxy"] = build.apt.guest_url
-    # Every variable whose value is not the template's default (vault.toml, var files,
-    # PKR_VAR_*, the command line), as resolved by the planner, goes to Packer in a private file:
-    # Packer then sees exactly the values the key was made of, and secrets stay out of argv and logs.
-    assigned = {k: v for k, v in build.variables.items() if k not in runtime}
-    var_file = packer.write_var_file(build.state_dir / "vars" / f"{stage.name}.pkrvars.hcl", assigned)
-    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [])
+    for folder in build.folders:
+        folder.mkdir(parents=True, exist_ok=True)
     build.logfile.parent.mkdir(parents=True, exist_ok=True)
-    build.logfile.write_text("")  # one log per build: the last one is what a failure shows
     attrs = stage.source.attrs
-    # No console output, Packer output or disk writes for this long: the VM is stuck.
-    dog = watchdog.Watchdog(
-        label=f"stage:{stage.name}",
-        timeout=watchdog.timeout_for(build.stall_timeout, watchdog.automatic_timeout(attrs)),
-        console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
-        accelerator=accel_name, root=root)
-    note(f"building stage {stage.name} with packer ({accel_name}); log: {build.logfile}")
     try:
-        packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
-                           logfile=build.logfile, watch=dog, watch_interval=dog.interval)
+        with resources.guard().room(build.task or f"stage:{stage.id}", build.vm, say=note) as lease:
+            # Its own window of ports (where the template declares the variables): VMs side by side
+            # never race for the same SSH, VNC or HTTP port.
+            window = resources.port_window(lease.slot)
+            runtime.update({name: window[name] for name in build.port_vars})
+            # Every variable whose value is not the template's default (vault.toml, var files,
+            # PKR_VAR_*, the command line), as resolved by the planner, goes to Packer in a private file:
+            # Packer then sees exactly the values the key was made of, and secrets stay out of argv and logs.
+            assigned = {k: v for k, v in build.variables.items() if k not in runtime}
+            var_file = packer.write_var_file(paths.var_file(stage.id), assigned)
+            argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [])
+            build.logfile.write_text("")  # one log per build: the last one is what a failure shows
+            # No console output, Packer output or disk writes for this long: the VM is stuck.
+            dog = watchdog.Watchdog(
+                label=build.task or f"stage:{stage.id}",
+                timeout=watchdog.timeout_for(build.stall_timeout, watchdog.automatic_timeout(attrs)),
+                console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
+                accelerator=accel_name, root=root)
+            note(f"building stage {stage.id} with packer ({accel_name}, {build.vm.describe()}); "
+                 f"log: {build.logfile}")
+            try:
+                packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
+                                   logfile=build.logfile, watch=dog, watch_interval=dog.interval)
+            finally:
+                if var_file is not None:
+                    var_file.unlink(missing_ok=True)
     finally:
-        if var_file is not None:
-            var_file.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lease.waited
 
 
 @task_action
@@ -195,13 +215,14 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
 
 @task_action
 def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None,
-                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Path) -> None:
+                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Sequence[Path],
+                  variant: str | None = None) -> None:
     """Flatten and compress the chain into the final image and write its manifest."""
     from vaultdoit import final, manifest
 
     def make_manifest(image: Path, digest: str) -> str:
         data = manifest.build(image=image, sha256=digest, compression=cfg.compression, chain=list(chain),
-                              root=root, reports=reports)
+                              root=root, reports=reports, variant=variant)
         data["image"]["name"] = out.name
         return manifest.dump(data)
 
@@ -216,12 +237,14 @@ def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | N
 
 
 @task_action
-def verify_image(spec: Any, report_file: Path) -> TaskFailed | None:
+def verify_image(spec: Any, report_file: Path, label: str = "verify") -> TaskFailed | None:
     """Boot the final image on a throwaway snapshot and run the checks (see vm.py)."""
     from vaultdoit import vm
 
-    note(f"boot test of {spec.image.name} (serial log in {spec.log_dir})")
-    report = vm.boot_test(spec)
+    # The boot test's VM counts beside the build VMs running at once (see resources.Guard).
+    with resources.guard().room(label, resources.VMSize(memory=spec.memory, cpus=spec.cpus), say=note):
+        note(f"boot test of {spec.image.name} (serial log in {spec.log_dir})")
+        report = vm.boot_test(spec)
     sys.stderr.write(report.render() + "\n")
     report_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = report_file.with_suffix(".tmp")
@@ -231,3 +254,11 @@ def verify_image(spec: Any, report_file: Path) -> TaskFailed | None:
         failed = [c.name for c in report.checks if not c.ok]
         return TaskFailed(f"boot test failed: {', '.join(failed)} (report: {report_file})")
     return None
+
+
+@task_action
+def dev_stage(spec: Any, tags: str = "", skip_tags: str = "", verify: bool = False, **_: Any) -> None:
+    """A tag-scoped run of one stage into its development image (see dev.py)."""
+    from vaultdoit import dev
+
+    dev.run(spec, tags=tags, skip_tags=skip_tags, verify=verify)

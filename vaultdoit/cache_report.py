@@ -33,7 +33,7 @@ def collect(project: Project) -> dict[str, Any]:
         data = owned.read_marker(stage.output.parent)
         if data is not None:
             if data.get("apt"):
-                stages[stage.name] = {**data["apt"], "finished": data.get("finished")}
+                stages[stage.id] = {**data["apt"], "finished": data.get("finished")}
     apt["last_build_per_stage"] = stages
     return {
         "wheels": wheels,

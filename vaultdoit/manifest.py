@@ -6,6 +6,7 @@ import json
 import platform
 import time
 from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,38 +61,47 @@ def tool_versions() -> dict[str, str]:
 
 
 def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], root: Path,
-          reports: Path) -> dict[str, Any]:
-    """The manifest dict for ``image`` built from ``chain`` (base first)."""
+          reports: Path | Sequence[Path], variant: str | None = None) -> dict[str, Any]:
+    """The manifest dict for ``image`` built from ``chain`` (base first). ``reports``: the folders
+    the chain's stages reported into, later ones first to be read (a variant's, then the shared one)."""
     stages = []
     keys_by_name = keys.chain_keys(chain, root)
+    folders = [reports] if isinstance(reports, Path) else list(reports)
     for stage in chain:
         record = owned.read_marker(stage.output.parent) or {}
         stages.append({
             "name": stage.name,
+            "variant": stage.variant,
             "kind": stage.kind,
             "parent": stage.parent,
             "image": _rel(stage.output, root),
-            "input_digest": keys_by_name[stage.name],
+            "input_digest": keys_by_name[stage.id],
             "settings_digest": record.get("settings_digest") or keys.sha256_text(keys.canonical(stage.settings)),
             "inputs": dict(sorted((record.get("inputs") or {}).items())),
             "tools": record.get("tools") or {},
             "templates": sorted({_rel(stage.source.file, root)} if stage.source else []),
             "root_image": _rel(stage.root_image, root) if stage.root_image else None,
             "build_seconds": record.get("build_seconds"),
+            "waited_seconds": record.get("waited_seconds"),
             "image_bytes": record.get("image_bytes"),
             "built_at": record.get("finished"),
         })
     return {
         "schema": SCHEMA,
         "image": {"name": image.name, "bytes": image.stat().st_size, "sha256": sha256,
-                  "compression": compression},
+                  "compression": compression, "variant": variant},
         "stages": stages,
         "tools": tool_versions(),
         "contents": {
-            "debian_packages": _pairs(reports / PACKAGES_FILE, "\t"),
-            "python_packages": _pairs(reports / PIP_FILE, "=="),
+            "debian_packages": _pairs(_first(folders, PACKAGES_FILE), "\t"),
+            "python_packages": _pairs(_first(folders, PIP_FILE), "=="),
         },
     }
+
+
+def _first(folders: Sequence[Path], name: str) -> Path:
+    """``name`` in the first folder that has it (the last folder's path if none has)."""
+    return next((f / name for f in folders if (f / name).is_file()), folders[-1] / name)
 
 
 def _rel(path: Path, root: Path) -> str:

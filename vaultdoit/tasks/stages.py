@@ -1,4 +1,4 @@
-"""One doit task per stage: ``stage:<name>``."""
+"""One doit task per stage: ``stage:<name>``, or ``stage:<name>:<variant>`` for a stage built per variant."""
 
 from __future__ import annotations
 
@@ -6,26 +6,56 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from vaultdoit.packer import marker_path
+from vaultdoit import resources
 from vaultdoit.plan import Project
 from vaultdoit.model import Stage, StageBuild
-from vaultdoit.tasks.common import action, digests, log, probe_spec, rel, rels, stall_timeout
+from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, stall_timeout, variant_note
 from vaultdoit.uptodate import not_interrupted, settings_changed
+
+
+def vm_settings(stage: Stage, memory: int | None, cpus: int | None) -> tuple[resources.VMSize, dict[str, int]]:
+    """The build VM's size (what the guard counts) and the template variables that receive it.
+
+    A source attribute written as ``var.X`` gets X; else a variable named like the attribute, where
+    the template declares one. A template that declares neither keeps its own value, which the guard
+    counts (Packer's default where it sets none).
+    """
+    assert stage.source is not None and stage.packer is not None
+    wanted = resources.size(memory, cpus)
+    sizes: dict[str, int] = {}
+    variables: dict[str, int] = {}
+    for attr, value in (("memory", wanted.memory), ("cpus", wanted.cpus)):
+        name = stage.source.attr_vars.get(attr) or (attr if attr in stage.packer.variables else None)
+        if name is not None:
+            variables[name] = value
+            sizes[attr] = value
+        else:
+            own = stage.source.attrs.get(attr)
+            default = resources.PACKER_MEMORY if attr == "memory" else resources.PACKER_CPUS
+            sizes[attr] = own if isinstance(own, int) and not isinstance(own, bool) else default
+    return resources.VMSize(memory=sizes["memory"], cpus=sizes["cpus"]), variables
 
 
 def stage_build(project: Project, stage: Stage) -> StageBuild:
     """The planned build of ``stage``: everything its action needs."""
     cfg = project.config
+    paths = cfg.paths
+    task = f"stage:{stage.id}"
     build = StageBuild(stage=stage, ancestors=tuple(project.chain(stage)[:-1]), root=cfg.root,
-                       state_dir=cfg.state_dir, logfile=log(project, f"stage:{stage.name}"),
-                       digests=digests(project), apt=project.apt)
+                       state_dir=paths.state_dir, logfile=log(project, task, stage.variant),
+                       digests=paths.digests, apt=project.apt, paths=paths, task=task)
     if stage.kind == "packer":
         assert stage.packer is not None
         assigned = {name: stage.packer.variables[name] for name in stage.packer.assigned}
+        own = cfg.stage_config(stage.name)
+        vm, vm_vars = vm_settings(stage, own.memory, own.cpus)
         return replace(build, variables=assigned,
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
-                       stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project))
-    return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=cfg.build_dir / "tmp")
+                       stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project),
+                       folders=(paths.logs(stage.variant), paths.reports(stage.variant)),
+                       vm=vm, vm_vars=vm_vars,
+                       port_vars=tuple(v for v in resources.PORT_VARS if v in stage.packer.variables))
+    return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=paths.bootstrap_workdir)
 
 
 def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
@@ -35,15 +65,15 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
     file_dep = rels(project, stage.inputs)
     if parent is not None:
         file_dep.append(rel(project, parent.output))
-    parent_doc = f" on {parent.name}" if parent else ""
+    parent_doc = f" on {parent.id}" if parent else ""
     return {
         # A top-level name (not a subtask) so plain `doit list` shows every stage.
-        "basename": f"stage:{stage.name}",
-        "doc": f"{stage.doc}{parent_doc}",
+        "basename": f"stage:{stage.id}",
+        "doc": f"{stage.doc}{parent_doc}{variant_note(project, stage)}",
         "actions": [(action("build_stage"), [stage_build(project, stage)])],
         "file_dep": sorted(set(file_dep)),
         "targets": rels(project, [stage.output, *stage.extra_outputs]),
-        "uptodate": [settings_changed(stage.settings), not_interrupted(marker_path(cfg.state_dir, stage))],
+        "uptodate": [settings_changed(stage.settings), not_interrupted(cfg.paths.building_marker(stage.id))],
         # Ordering only: the proxy must serve before a stage installs packages.
         "task_dep": ["cache:apt"] if project.apt.managed_root is not None else [],
         "clean": True,
