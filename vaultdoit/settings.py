@@ -408,6 +408,43 @@ value a string, number, boolean, list or table, passed as `-var name=value`
 (lists and tables as JSON). A string given to a list or map variable is read
 as HCL text, as `packer build -var` does.
 
+## Parallel builds
+
+`doit -n N final_image` (doit runs tasks in threads) builds independent
+stages and variants at once, and nothing two builds use at the same time is
+shared:
+
+- each stage instance writes its own output folder (refused at load
+  otherwise), its own log (`build/logs/<profile>/[<variant>/]stage-<name>.log`),
+  var file, merged `ansible.cfg`, fact cache (`cache/facts/<stage>[-<variant>]`)
+  and temporary folder (`TMPDIR` and Ansible's local temp, one per build);
+- vaultdoit sets the template's `log_dir` and `report_dir` variables, where it
+  declares them, to the build's own folders: `build/logs/<profile>/` and
+  `build/<profile>/reports/` for a shared stage, a `<variant>/` folder below
+  each for a variant's own (serial consoles and fetched package lists never
+  meet); those folders are placeholders in stage keys, so they decide nothing;
+- each running VM holds a slot of the guard and gets its own window of ports
+  through the template's `ssh_host_port_min`/`_max`, `vnc_port_min`/`_max`
+  and `http_port_min`/`_max` variables where it declares them (slot N:
+  SSH 2222+100N.., VNC 5900+10N.., HTTP 8000+100N.., each window 100, 10 and
+  100 ports wide). A template that declares none of them gets Packer's random
+  pick in its default ranges, which two builds starting in the same second may
+  race for (one then fails to start its VM; run it again or declare the
+  variables). QMP sockets live in the output folder; the boot test's ports come
+  from the kernel (port 0) and its QMP socket from a private temporary folder;
+- the qemu-img wrapper for Packer 1.6 is written once per content into a folder
+  named by its digest, under a temporary name renamed into place.
+
+The guard: the build VMs running at once (stages, boot tests and `dev:`
+runs) together use at most the host's cores and its memory less a quarter
+(at least 2 GiB) kept free; a build that would not fit waits and says so:
+
+```
+vaultdoit: stage:final:production waits for room: its VM needs 2 CPUs, 1024 MiB; running stage:final:demo use 2 of 2 CPUs and 1024 of 18432 MiB
+```
+
+A stage's record beside its image (and the manifest) keeps `waited_seconds`.
+
 ## Paths
 
 Files vaultdoit only reads (`packer_dir`, `var_files`, `ansible_cfg`,

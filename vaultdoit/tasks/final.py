@@ -52,9 +52,10 @@ def _report_folders(project: Project, image: Image) -> list[Path]:
     return [reports(project, image.variant), reports(project)] if image.variant else [reports(project)]
 
 
-def final_image_task(project: Project, image: Image) -> dict[str, Any]:
+def final_image_task(project: Project, image: Image | None = None) -> dict[str, Any]:
     """Flatten the stage chain ending at the image's top stage into one compressed image."""
     cfg = project.config
+    image = image or project.images[0]
     top = project.stage(image.top)
     chain = project.chain(top)
     out = final_path(project, image)
@@ -102,9 +103,10 @@ def boot_spec(project: Project, image: Image, out: Path | None = None, log_dir: 
     )
 
 
-def verify_task(project: Project, image: Image) -> dict[str, Any]:
+def verify_task(project: Project, image: Image | None = None) -> dict[str, Any]:
     """Boot the final image (snapshot=on) and check it over SSH; fails the build on any failure."""
     cfg = project.config
+    image = image or project.images[0]
     spec = boot_spec(project, image)
     report = cfg.paths.verify_report(image.name, image.variant)
     task = image.task("verify")
