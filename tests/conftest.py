@@ -48,6 +48,13 @@ def ran_tasks(stdout: str) -> set[str]:
     return {t["name"] for t in report["tasks"] if t["result"] == "success"}
 
 
+def executed(stdout: str) -> set[str]:
+    """Tasks doit's default reporter says it ran (``.  name`` lines). With ``-n``, use this rather
+    than ``--reporter=json``: doit's threads swap sys.stdout under the JSON reporter, which then
+    fails at the end (exit 3, nothing printed)."""
+    return {line[3:].strip() for line in stdout.splitlines() if line.startswith(".  ")}
+
+
 def fake_packer_env(root: Path, work: Path, profile: str | None = None) -> dict[str, str]:
     """Environment that runs tests/fakes/packer for the stages of the project at ``root``:
     each stage's image is made by the real qemu-img as an overlay on what it must be backed by."""

@@ -137,6 +137,8 @@ def group_task(project: Project, family: str, images: Sequence[Image], doc: str)
         "doc": f"{doc}: {', '.join(str(i.name) for i in images)}",
         "actions": [],
         "task_dep": [i.task(family) for i in images],
+        # Nothing of its own to do: reported up to date, its images run (or not) by themselves.
+        "uptodate": [True],
     }
 
 
