@@ -25,10 +25,10 @@ needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="ne
 
 PORT_VARIABLES = "".join(
     f'variable "{name}" {{\n  type    = number\n  default = {default}\n}}\n'
-    for name, default in (("ssh_host_port_min", 2222), ("ssh_host_port_max", 4444), ("vnc_port_min", 5900),
+    for name, default in (("host_port_min", 2222), ("host_port_max", 4444), ("vnc_port_min", 5900),
                           ("vnc_port_max", 6000), ("http_port_min", 8000), ("http_port_max", 9000)))
 PORT_ATTRS = "".join(f"  {name} = var.{name}\n" for name in (
-    "ssh_host_port_min", "ssh_host_port_max", "vnc_port_min", "vnc_port_max", "http_port_min", "http_port_max"))
+    "host_port_min", "host_port_max", "vnc_port_min", "vnc_port_max", "http_port_min", "http_port_max"))
 
 
 def team_with(root: Path, toml: str, *, top_by_variant: bool = True, mid_by_variant: bool = False) -> Path:
@@ -273,7 +273,7 @@ def test_four_builds_at_once_share_no_port_folder_log_or_temporary_file(project_
                    if a["start"] < b["end"] and b["start"] < a["end"]]
     assert overlapping, "some builds ran at the same time"
     for a, b in overlapping:
-        for port in ("ssh_host_port", "vnc_port", "http_port"):
+        for port in ("host_port", "vnc_port", "http_port"):
             low_a, high_a = a["variables"][f"{port}_min"], a["variables"][f"{port}_max"]
             low_b, high_b = b["variables"][f"{port}_min"], b["variables"][f"{port}_max"]
             assert high_a <= low_b or high_b <= low_a, (port, a["id"], b["id"])
@@ -395,10 +395,10 @@ def test_guard_admits_what_fits_and_gives_each_running_vm_its_own_slot():
 
 def test_port_windows_do_not_overlap():
     windows = [resources.port_window(slot) for slot in range(8)]
-    for name in ("ssh_host_port", "vnc_port", "http_port"):
+    for name in ("host_port", "ssh_host_port", "vnc_port", "http_port"):
         ranges = [(w[f"{name}_min"], w[f"{name}_max"]) for w in windows]
         assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
-    assert windows[0]["ssh_host_port_min"] == 2222 and windows[7]["http_port_max"] < 32768
+    assert windows[0]["host_port_min"] == windows[0]["ssh_host_port_min"] == 2222 and windows[7]["http_port_max"] < 32768
 
 
 def test_qemu_img_wrapper_is_written_safely_by_builds_at_once(tmp_path):

@@ -32,7 +32,10 @@ PACKER_MEMORY, PACKER_CPUS = 512, 1  # Packer's QEMU defaults, for templates tha
 # Port windows: slot N gets [base + N * width, base + (N + 1) * width). Slot 0 starts at Packer's
 # own defaults (2222, 5900, 8000); the windows stay below the kernel's ephemeral ports (32768),
 # where the boot test's and other programs' ports come from.
+# The SSH forward is host_port_min/max in Packer >= 1.6 and its QEMU plugin (ssh_host_port_min/max
+# is the older, deprecated name; both get the same window).
 PORT_WINDOWS = {
+    "host_port": (2222, 100),
     "ssh_host_port": (2222, 100),
     "vnc_port": (5900, 10),
     "http_port": (8000, 100),
@@ -89,7 +92,7 @@ def size(memory: int | None, cpus: int | None, machine: Host | None = None) -> V
 
 
 def port_window(slot: int) -> dict[str, int]:
-    """The Packer variables of slot ``slot``'s ports: ``ssh_host_port_min`` ... ``http_port_max``.
+    """The Packer variables of slot ``slot``'s ports: ``host_port_min`` ... ``http_port_max``.
     Packer picks a free port in [min, max)."""
     found = {}
     for name, (base, width) in PORT_WINDOWS.items():

@@ -424,7 +424,7 @@ shared:
   each for a variant's own (serial consoles and fetched package lists never
   meet); those folders are placeholders in stage keys, so they decide nothing;
 - each running VM holds a slot of the guard and gets its own window of ports
-  through the template's `ssh_host_port_min`/`_max`, `vnc_port_min`/`_max`
+  through the template's `host_port_min`/`_max` (or the older `ssh_host_port_min`/`_max`), `vnc_port_min`/`_max`
   and `http_port_min`/`_max` variables where it declares them (slot N:
   SSH 2222+100N.., VNC 5900+10N.., HTTP 8000+100N.., each window 100, 10 and
   100 ports wide). A template that declares none of them gets Packer's random

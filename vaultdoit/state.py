@@ -69,7 +69,7 @@ def _tasks(project: Project) -> list[Any]:
 
     from vaultdoit.tasks import gen_all
 
-    return [t for t in generate_tasks("vaultdoit", gen_all(project)) if t.actions]
+    return [t for t in generate_tasks("vaultdoit", gen_all(project)) if t.actions and not t.name.startswith("dev:")]
 
 
 def _verdict(project: Project, task: Any, stage_keys: dict[str, str]) -> str | None:

@@ -21,8 +21,8 @@ source "qemu" "stage" {
   cpus             = var.cpus
   headless         = true
   # Each build side by side gets its own window of ports from vaultdoit.
-  ssh_host_port_min = var.ssh_host_port_min
-  ssh_host_port_max = var.ssh_host_port_max
+  host_port_min     = var.host_port_min
+  host_port_max     = var.host_port_max
   vnc_port_min      = var.vnc_port_min
   vnc_port_max      = var.vnc_port_max
   http_port_min     = var.http_port_min

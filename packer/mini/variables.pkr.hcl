@@ -38,12 +38,12 @@ variable "cpus" {
 }
 
 # Packer's own defaults; vaultdoit gives each build running side by side a window of its own.
-variable "ssh_host_port_min" {
+variable "host_port_min" {
   type    = number
   default = 2222
 }
 
-variable "ssh_host_port_max" {
+variable "host_port_max" {
   type    = number
   default = 4444
 }
