@@ -1,7 +1,9 @@
 """End to end: the mini profile built for real from nothing (mmdebstrap, Packer,
-Ansible, QEMU), booted and checked over SSH, then the incremental cases.
+Ansible, QEMU), both variants (demo and production, which differ in the final
+stage) side by side with `doit -n 2`, booted and checked over SSH, then a
+tag-scoped run and the incremental cases.
 
-Slow (about 20 minutes under TCG on 2 cores); CI runs it every time.
+Slow (about 25 minutes under TCG on 2 cores); CI runs it every time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 import subprocess
 import sys
 
-from conftest import REPO, ran_tasks, run_doit
+from conftest import REPO, executed, ran_tasks, run_doit
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,6 +38,8 @@ METRICS_CHECK = (
     "and re.search('^vault_unit_active.unit=.vault-monitor.service.. 1$', t, re.M)))\""
 )
 STAGES = ("base", "drivers", "frameworks", "final")
+SHARED = STAGES[:-1]
+VARIANTS = ("demo", "production")
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +60,33 @@ def project(tmp_path_factory) -> Path:
 
 
 def doit(root: Path, *args: str) -> set[str]:
+    if "-n" in args:  # doit's JSON reporter fails with threads (see conftest.executed)
+        return executed(run_doit(root, *args).stdout)
     return ran_tasks(run_doit(root, "--reporter=json", *args).stdout)
 
 
-def stage_image(root: Path, name: str) -> Path:
+def stage_image(root: Path, name: str, variant: str = "demo") -> Path:
+    """A stage's image; the final stage is built per variant."""
+    if name == "final":
+        return root / f"build/mini/stages/{variant}/final/final.qcow2"
     return root / f"build/mini/stages/{name}/{name}.qcow2"
+
+
+def final_image(root: Path, variant: str = "demo") -> Path:
+    return root / f"build/final/vault-mini-{variant}.qcow2"
+
+
+def build_span(root: Path, name: str, variant: str = "demo") -> tuple[float, float]:
+    """When a stage's last build ran (from its record): (start, end) in epoch seconds."""
+    import calendar
+    import time
+
+    from vaultdoit import owned
+
+    record = owned.read_marker(stage_image(root, name, variant).parent)
+    assert record is not None
+    end = calendar.timegm(time.strptime(record["finished"], "%Y-%m-%dT%H:%M:%SZ"))
+    return end - record["build_seconds"] - record["waited_seconds"], end
 
 
 def identity(path: Path) -> tuple[int, int]:
@@ -74,9 +100,9 @@ def boot(root: Path, checks: list[str], tag: str, units: tuple[str, ...] = ("vau
 
     final = root / "build/final"
     spec = BootSpec(
-        image=image or final / "vault-mini.qcow2",
-        kernel=final / "vault-mini.vmlinuz",
-        initrd=final / "vault-mini.initrd.img",
+        image=image or final / "vault-mini-demo.qcow2",
+        kernel=final / "vault-mini-demo.vmlinuz",
+        initrd=final / "vault-mini-demo.initrd.img",
         user="vault",
         key=root / "build/keys/access_ed25519",
         units=units,
@@ -91,15 +117,32 @@ def boot(root: Path, checks: list[str], tag: str, units: tuple[str, ...] = ("vau
 
 def test_full_build_boot_and_incremental(project: Path):
     root = project
-    # 1. From nothing: every task runs, the final image is standalone and `verify` boots it.
-    everything = {"keys", "cache:apt", "cache:wheels", *(f"stage:{s}" for s in STAGES), "final_image", "verify"}
-    assert doit(root, "final_image", "verify") == everything
-    final = root / "build/final/vault-mini.qcow2"
-    verify = json.loads((root / "build/reports/verify-vault-mini.json").read_text())
-    assert verify["ok"] and {c["name"] for c in verify["checks"]} >= {"system running", "clean shutdown"}
-    manifest = json.loads((root / "build/final/vault-mini.qcow2.manifest.json").read_text())
+    # 1. From nothing, both variants with `doit -n 2`: every task runs once (the shared stages
+    #    are built once), the two final stages side by side; both images are standalone and
+    #    each `verify:<variant>` boots its own.
+    everything = {"keys", "cache:apt", "cache:wheels", *(f"stage:{s}" for s in SHARED),
+                  *(f"{task}:{v}" for task in ("stage:final", "final_image", "verify") for v in VARIANTS)}
+    done = run_doit(root, "-n", "2", "final_image", "verify")
+    assert executed(done.stdout) == everything
+    for name in SHARED[1:]:
+        log = (root / f"build/logs/mini/stage-{name}.log").read_text()
+        assert log.count(f"Build 'qemu.{name}' finished") == 1, name
+    (demo_start, demo_end), (prod_start, prod_end) = (build_span(root, "final", v) for v in VARIANTS)
+    assert demo_start < prod_end and prod_start < demo_end, "the two final stages were built side by side"
+    final = final_image(root)
+    for variant in VARIANTS:
+        verify = json.loads((root / f"build/mini/reports/{variant}/verify-vault-mini-{variant}.json").read_text())
+        assert verify["ok"] and {c["name"] for c in verify["checks"]} >= {"system running", "clean shutdown"}
+        assert any("/etc/vault/variant" in c["name"] and c["ok"] for c in verify["checks"])
+    manifests = {v: json.loads((root / f"build/final/vault-mini-{v}.qcow2.manifest.json").read_text())
+                 for v in VARIANTS}
+    manifest = manifests["demo"]
     assert manifest["image"]["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest()
+    assert manifest["image"]["variant"] == "demo"
     assert [s["name"] for s in manifest["stages"]] == list(STAGES)
+    # Same shared stages in both images, their own final stage each.
+    digests = {v: [s["input_digest"] for s in m["stages"]] for v, m in manifests.items()}
+    assert digests["demo"][:3] == digests["production"][:3] and digests["demo"][3] != digests["production"][3]
     assert manifest["contents"]["python_packages"]["prometheus_client"] == "0.26.0"
     assert "openssh-server" in manifest["contents"]["debian_packages"]
     drivers_inputs = manifest["stages"][1]["inputs"]
@@ -134,6 +177,8 @@ def test_full_build_boot_and_incremental(project: Path):
         f"! grep -q '{build_pub}' ~/.ssh/authorized_keys",
         f"grep -q '{access_pub}' ~/.ssh/authorized_keys",
         "test -z \"$(sudo -n awk -F: '$2 !~ /^[!*]/ {print $1}' /etc/shadow)\"",
+        # the demo variant's own files
+        "grep -qx demo /etc/vault/variant && grep -q '(demo)' /etc/motd",
         "! sudo -n grep -rqi proxy /etc/apt/apt.conf.d/ && test ! -e /etc/pip.conf",
         "test ! -e /var/tmp/vault-wheelhouse && test ! -e /home/vault/.ansible",
     ], "full")
@@ -152,19 +197,31 @@ def test_full_build_boot_and_incremental(project: Path):
     assert doit(root, "final_image") == set()
     assert {s: identity(stage_image(root, s)) for s in STAGES} == images
 
-    # 3. The monitoring script (final stage only).
+    # 3. The monitoring script (final stage only): first a tag-scoped run of the monitoring role on
+    #    the demo final stage's last build, into a development image that boots with the change;
+    #    the stage's own image is untouched and the next build is still a full one.
     script = root / "ansible/roles/monitoring/files/bin/vault-monitor"
     script.write_text(script.read_text() + "\n# e2e: monitoring change\n")
-    assert doit(root, "final_image") == {"stage:final", "final_image"}
+    dev = run_doit(root, "dev:final:demo", "--tags", "monitoring")
+    assert "PLAY RECAP" in dev.stdout + dev.stderr
+    dev_log = (root / "build/mini/dev/final-demo/logs/ansible.log").read_text()
+    assert "monitoring : Monitoring and health scripts" in dev_log and "cleanup :" not in dev_log
+    dev_image = root / "build/mini/dev/final-demo/final.qcow2"
+    report = boot(root, ["grep -q 'e2e: monitoring change' /usr/local/bin/vault-monitor"], "dev", image=dev_image)
+    assert report.ok, report.render()
+    assert identity(stage_image(root, "final")) == images["final"]
+    assert doit(root, "final_image", "variant=demo") == {"stage:final:demo", "final_image:demo"}
     for s in ("base", "drivers", "frameworks"):
         assert identity(stage_image(root, s)) == images[s], f"{s} must not be rewritten"
     assert identity(stage_image(root, "final")) != images["final"]
 
-    # 4. The drivers role: drivers, frameworks and final rebuild, never the base.
+    # 4. The drivers role: drivers, frameworks and both finals rebuild (the finals side by side),
+    #    never the base.
     images = {s: identity(stage_image(root, s)) for s in STAGES}
     defaults = root / "ansible/roles/driver_config/defaults/main.yml"
     defaults.write_text(defaults.read_text().replace('driver_options: "debug=0"', 'driver_options: "debug=1"'))
-    assert doit(root, "final_image") == {"stage:drivers", "stage:frameworks", "stage:final", "final_image"}
+    assert doit(root, "-n", "2", "final_image") == {
+        "stage:drivers", "stage:frameworks", *(f"{t}:{v}" for t in ("stage:final", "final_image") for v in VARIANTS)}
     assert identity(stage_image(root, "base")) == images["base"]
     for s in ("drivers", "frameworks", "final"):
         assert identity(stage_image(root, s)) != images[s]
@@ -201,14 +258,14 @@ def test_full_build_boot_and_incremental(project: Path):
 def test_zlib_final_image_reruns_only_final_image_and_boots(project: Path):
     """Compression is a setting of the final image alone; zlib images boot too."""
     root = project
-    if not (root / "build/final/vault-mini.qcow2").exists():
+    if not final_image(root).exists():
         pytest.skip("needs the image built by the test above")
     toml = root / "vault.toml"
     toml.write_text(toml.read_text().replace('compression = "zstd"', 'compression = "zlib"'))
-    assert doit(root, "final_image") == {"final_image"}
+    assert doit(root, "final_image", "variant=demo") == {"final_image:demo"}
     from vaultdoit import qemu_img
 
-    final = root / "build/final/vault-mini.qcow2"
+    final = final_image(root)
     info = qemu_img.info(final)
     assert info["format-specific"]["data"]["compression-type"] == "zlib"
     qemu_img.check(final)

@@ -61,6 +61,8 @@ def dev_task(project: Project, stage: Stage) -> dict[str, Any]:
         "actions": [(action("dev_stage"), [spec])],
         "params": PARAMS,
         "uptodate": [False],  # every call is a new run
+        # Ordering only: the tagged tasks may install packages through the build's proxy.
+        "task_dep": ["cache:apt"] if project.apt.managed_root is not None else [],
         "verbosity": 2,
     }
 
