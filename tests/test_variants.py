@@ -431,3 +431,23 @@ def test_qemu_img_wrapper_is_written_safely_by_builds_at_once(tmp_path):
         shim = folder / "qemu-img"
         assert os.access(shim, os.X_OK) and "exec" in shim.read_text()
         assert [p.name for p in folder.iterdir()] == ["qemu-img"]  # no temporary file left
+
+
+def test_a_closed_guard_lets_no_waiting_build_start():
+    guard = resources.Guard(budget=resources.VMSize(memory=1024, cpus=1), poll=0.05)
+    failed: list[str] = []
+
+    def second() -> None:
+        try:
+            with guard.room("stage:b", resources.VMSize(memory=1024, cpus=1)):
+                failed.append("started")
+        except Exception as exc:  # noqa: BLE001
+            failed.append(str(exc))
+
+    with guard.room("stage:a", resources.VMSize(memory=1024, cpus=1)):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        threading.Event().wait(0.2)
+        guard.close()  # Ctrl-C while stage:b waits
+        waiter.join(timeout=10)
+    assert failed == ["stage:b did not start: the build was interrupted"]

@@ -112,7 +112,11 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
     with _COND:
         stopped = {**_STOPPED, **_RUNNING}
     # Tasks in worker threads never saw the KeyboardInterrupt: stop their programs
-    # so that they fail and restore their previous output, and wait for that.
+    # so that they fail and restore their previous output, and wait for that. Builds
+    # waiting for room beside other VMs give up rather than start one.
+    from vaultdoit import resources
+
+    resources.guard().close()
     proc.stop_all()
     with _COND:
         _COND.wait_for(lambda: not _RUNNING, timeout=SETTLE)

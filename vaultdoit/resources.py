@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from vaultdoit.errors import VaultError
+
 MIB = 2**20
 MIN_MEMORY, MAX_MEMORY = 1024, 4096  # MiB: the default VM size stays in this range
 KEEP_FREE_MIN = 2048  # MiB of the host's memory never given to build VMs
@@ -118,6 +120,13 @@ class Guard:
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _running: dict[str, tuple[VMSize, int]] = field(default_factory=dict, repr=False)
     waits: dict[str, float] = field(default_factory=dict)  # label -> seconds it waited (for reports)
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        """Admit nothing more (Ctrl-C): builds still waiting give up instead of starting a VM."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def _fits(self, need: VMSize) -> bool:
         if not self._running:
@@ -141,8 +150,10 @@ class Guard:
                 say(f"{label} waits for room: its VM needs {need.describe()}; running "
                     f"{', '.join(sorted(self._running))} use {used.cpus} of {self.budget.cpus} CPUs and "
                     f"{used.memory} of {self.budget.memory} MiB")
-            while not self._fits(need):
+            while not self._closed and not self._fits(need):
                 self._cond.wait(self.poll)
+            if self._closed:
+                raise VaultError(f"{label} did not start: the build was interrupted")
             slots = {slot for _, slot in self._running.values()}
             slot = next(i for i in range(len(slots) + 1) if i not in slots)
             self._running[label] = (need, slot)
