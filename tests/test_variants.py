@@ -283,8 +283,10 @@ def test_four_builds_at_once_share_no_port_folder_log_or_temporary_file(project_
     assert len({r["variables"]["memory"] for r in runs}) == 1 and runs[0]["variables"]["memory"] == 512
     logs = {root / f"build/logs/v{i}/stage-top.log" for i in range(4)}
     assert all(log.is_file() and "top" in log.read_text() for log in logs)
-    # Temporary folders are removed after each build.
+    # Temporary folders are removed after each build, and short enough for Packer's plugin sockets
+    # (a Unix socket path has at most 107 bytes).
     assert not any(Path(r["tmpdir"]).exists() for r in runs)
+    assert all(len(os.path.join(r["tmpdir"], "packer-plugin1234567890")) < 100 for r in runs)
 
 
 @needs_qemu_img

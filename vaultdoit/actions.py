@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from vaultdoit import ansible_cfg as ansible_cfg_mod
 from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, resources, watchdog
 from vaultdoit.errors import VaultError, os_error
 from vaultdoit.model import AptRoute, Stage, StageBuild
+from vaultdoit.paths import safe
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -125,9 +127,9 @@ def _packer(build: StageBuild) -> float:
     shim = packer.needs_backing_format_shim(packer.packer_version(), packer.qemu_img_version())
     merged_cfg = ansible_cfg_mod.write(build.ansible_cfg, paths.facts(stage.id), paths.ansible_cfg(stage.id))
     # Each build its own temporary folder: Packer's and Ansible's files never meet another build's.
-    tmp = paths.tmp(stage.id)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # In the system's temporary folder, not the project: Packer's plugins listen on Unix sockets
+    # there, whose paths may not exceed 107 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix=f"vaultdoit-{safe(stage.id)}-"))
     env = packer.environment(root=root, tools_dir=packer.write_shim(paths.tools_dir) if shim else None,
                              ansible_cfg=merged_cfg, extra={"TMPDIR": str(tmp), "ANSIBLE_LOCAL_TEMP": str(tmp)})
     runtime: dict[str, Any] = dict(build.vm_vars)  # set by vaultdoit for this run: on the command line, never secret

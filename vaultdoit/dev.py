@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 from vaultdoit.bootspec import BootSpec
 from vaultdoit.errors import VaultError
 from vaultdoit.model import AptRoute, Stage
+from vaultdoit.paths import safe
 
 RECORD = "dev.json"
 
@@ -110,8 +112,7 @@ def run(spec: DevSpec, tags: str = "", skip_tags: str = "", verify: bool = False
     logfile = spec.folder / "logs" / "ansible.log"
     qemu_img.create_overlay(spec.image, stage.output, logfile=logfile)
     merged = ansible_cfg_mod.write(spec.ansible_cfg, spec.facts, spec.folder / "ansible.cfg")
-    tmp = spec.folder / "tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=f"vaultdoit-dev-{safe(stage.id)}-"))  # short: see actions._packer
     user = next((str(p.settings["user"]) for p in provisioners if isinstance(p.settings.get("user"), str)),
                 spec.boot.user)
     start = time.monotonic()
@@ -137,11 +138,13 @@ def run(spec: DevSpec, tags: str = "", skip_tags: str = "", verify: bool = False
             results.append(vm.CheckResult(name, True))
         return results
 
-    with resources.guard().room(spec.task, resources.VMSize(spec.boot.memory, spec.boot.cpus), say=_note):
-        _note(f"{spec.task}: tags {tags or '(all)'}{f', skipping {skip_tags}' if skip_tags else ''} on the "
-              f"last build of stage {stage.id}; log: {logfile}")
-        report = vm.boot_test(spec.boot, work)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with resources.guard().room(spec.task, resources.VMSize(spec.boot.memory, spec.boot.cpus), say=_note):
+            _note(f"{spec.task}: tags {tags or '(all)'}{f', skipping {skip_tags}' if skip_tags else ''} on the "
+                  f"last build of stage {stage.id}; log: {logfile}")
+            report = vm.boot_test(spec.boot, work)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     failed = [c for c in report.checks if not c.ok]
     record = {"stage": stage.id, "base": str(stage.output), "image": str(spec.image), "tags": tags,
               "skip_tags": skip_tags, "ok": not failed, "seconds": round(time.monotonic() - start, 1),

@@ -102,10 +102,6 @@ class BuildPaths:
         """Ansible's fact cache of the stage: one per build, so builds side by side never share it."""
         return self.cache_dir / "facts" / safe(stage_id)
 
-    def tmp(self, stage_id: str) -> Path:
-        """TMPDIR of one build (Packer's and Ansible's temporary files): one per build."""
-        return self.state_dir / "tmp" / safe(stage_id)
-
     @property
     def bootstrap_workdir(self) -> Path:
         return self.build_dir / "tmp"
