@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,9 +51,9 @@ def ran_tasks(stdout: str) -> set[str]:
 
 
 def executed(stdout: str) -> set[str]:
-    """Tasks doit's default reporter says it ran (``.  name`` lines). With ``-n``, use this rather
-    than ``--reporter=json``: doit's threads swap sys.stdout under the JSON reporter, which then
-    fails at the end (exit 3, nothing printed)."""
+    """Tasks doit's console reporter (``--reporter=console``) says it ran (``.  name`` lines). With
+    ``-n``, use this rather than ``--reporter=json``: doit's threads swap sys.stdout under the JSON
+    reporter, which then fails at the end (exit 3, nothing printed)."""
     return {line[3:].strip() for line in stdout.splitlines() if line.startswith(".  ")}
 
 
@@ -90,8 +92,101 @@ def packer_runs(work: Path) -> list[str]:
     return names
 
 
+def guest_env(root: Path, work: Path, profile: str | None = None) -> dict[str, str]:
+    """``fake_packer_env`` plus a fake QEMU and ssh that act as a guest that boots (tests/fakes/guest):
+    ``verify``, ``vaultdoit run`` and ``vaultdoit ssh`` work on the fake images."""
+    env = fake_packer_env(root, work, profile)
+    env["PATH"] = f"{TESTS / 'fakes' / 'guest'}{os.pathsep}{env['PATH']}"
+    env["FAKE_QEMU_LOG"] = str(work / "qemu.log")
+    return env
+
+
+class Running:
+    """`vaultdoit run TARGET` in the background, as in a second terminal."""
+
+    def __init__(self, root: Path, env: dict[str, str], *args: str) -> None:
+        self.root = root
+        self.out = root.parent / f"run-{time.monotonic_ns()}.out"
+        self.proc = subprocess.Popen([str(VENV_BIN / "vaultdoit"), "-C", str(root), "run", *args],
+                                     env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=self.out.open("w"),
+                                     stderr=subprocess.STDOUT)
+
+    def record(self, deadline: float = 60) -> dict[str, object]:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            for path in (self.root / "build").glob("**/.vaultdoit/run/*.json"):
+                return json.loads(path.read_text())
+            assert self.proc.poll() is None, self.out.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"no session record within {deadline} s: {self.out.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+PLUGINS = "vaultdoit_doit_commands-0.dist-info"
+
+
+@pytest.fixture(scope="session")
+def doit_plugins(tmp_path_factory) -> dict[str, str]:
+    """Environment in which doit finds the commands pyproject.toml declares as ``doit.COMMAND``
+    entry points, whether or not the installed metadata already has them (an editable install
+    made before they were added does not)."""
+    import tomllib
+    from importlib.metadata import entry_points
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["doit.COMMAND"]
+    installed = {e.name: e.value for e in entry_points(group="doit.COMMAND")}
+    if all(installed.get(name) == value for name, value in declared.items()):
+        return {}
+    site = tmp_path_factory.mktemp("plugins")
+    info = site / PLUGINS
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vaultdoit-doit-commands\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[doit.COMMAND]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": f"{path}{os.pathsep}{site}" if path else f"{REPO}{os.pathsep}{site}"}
+
+
 @pytest.fixture
 def team(project_copy, tmp_path: Path):
     """The ``team`` fixture project with the fake packer first on PATH: (root, env, packer log)."""
     root = project_copy("team")
     return root, fake_packer_env(root, tmp_path), tmp_path / "packer.log"
+
+
+def low_free_port() -> int:
+    """A free loopback port below 32768 (apt-cacher-ng binds nothing from there up), picked at
+    random so that test runs side by side on one host rarely try the same one."""
+    import random
+    import socket
+
+    ports = list(range(20000, 32000))
+    random.shuffle(ports)
+    for port in ports[:500]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below 32768")
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """A docker-registry of this test's own on 127.0.0.1 (see tests/registry.py), stopped afterwards."""
+    import registry as registry_mod
+
+    if not registry_mod.available():
+        pytest.skip("needs docker-registry (Debian package docker-registry)")
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    server = registry_mod.LocalRegistry(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,23 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, low_free_port
 from vaultdoit import apt_proxy, plan
 from vaultdoit.model import AptRoute
-
-
-def low_free_port() -> int:
-    """apt-cacher-ng does not bind ports from 32768 up, where the kernel's ephemeral ports start."""
-    import socket
-
-    for port in range(3200, 3400):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port in 3200-3399")
 
 
 def test_host_mirrors_from_deb822_and_one_line_sources(tmp_path: Path):

@@ -34,7 +34,8 @@ def test_explain_names_changed_inputs_and_settings(project_copy, tmp_path: Path)
 
     run_doit(root, "final_image", env=fake_env(root, tmp_path))
     result = invoke(root, "explain", "stage:top")
-    assert result.output.strip() == "stage:top: up to date"
+    record = json.loads((root / "build/stages/top/.vaultdoit-stage.json").read_text())
+    assert result.output.splitlines() == ["stage:top: up to date", f"  key: {record['key']}", "  image: built here"]
 
     with open(root / "ansible/roles/app/files/app.sh", "a") as fh:
         fh.write("echo changed\n")
@@ -43,7 +44,9 @@ def test_explain_names_changed_inputs_and_settings(project_copy, tmp_path: Path)
     assert "input changed: ansible/roles/app/files/app.sh" in result.output
     final = invoke(root, "explain", "final_image").output
     assert "input build/stages/top/top.qcow2 will be rebuilt by stage:top" in final
-    assert invoke(root, "explain", "stage:mid").output.strip() == "stage:mid: up to date"
+    assert invoke(root, "explain", "stage:mid").output.splitlines()[0] == "stage:mid: up to date"
+    changed = invoke(root, "explain", "stage:top").output
+    assert f"  image built for: {record['key']}" in changed and f"  key: {record['key']}" not in changed
 
     layers = root / "packer/layers.pkr.hcl"
     layers.write_text(layers.read_text().replace("flavour=mid", "flavour=other"))

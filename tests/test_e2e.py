@@ -19,7 +19,7 @@ import pytest
 import subprocess
 import sys
 
-from conftest import REPO, executed, ran_tasks, run_doit
+from conftest import REPO, Running, executed, low_free_port, ran_tasks, run_doit
 
 pytestmark = [
     pytest.mark.e2e,
@@ -54,14 +54,15 @@ def project(tmp_path_factory) -> Path:
             shutil.copy2(src, root / name)
     # Its own APT proxy port, so a proxy left running by a build in the repository does not clash.
     toml = root / "vault.toml"
-    toml.write_text(toml.read_text().replace('accelerator = "auto"', 'accelerator = "auto"\napt_proxy_port = 3152'))
+    toml.write_text(toml.read_text().replace('accelerator = "auto"',
+                                             f'accelerator = "auto"\napt_proxy_port = {low_free_port()}'))
     yield root
     subprocess.run([str(Path(sys.executable).parent / "vaultdoit"), "-C", str(root), "cache", "stop"], check=False)
 
 
 def doit(root: Path, *args: str) -> set[str]:
     if "-n" in args:  # doit's JSON reporter fails with threads (see conftest.executed)
-        return executed(run_doit(root, *args).stdout)
+        return executed(run_doit(root, "--reporter=console", *args).stdout)
     return ran_tasks(run_doit(root, "--reporter=json", *args).stdout)
 
 
@@ -122,7 +123,7 @@ def test_full_build_boot_and_incremental(project: Path):
     #    each `verify:<variant>` boots its own.
     everything = {"keys", "cache:apt", "cache:wheels", *(f"stage:{s}" for s in SHARED),
                   *(f"{task}:{v}" for task in ("stage:final", "final_image", "verify") for v in VARIANTS)}
-    done = run_doit(root, "-n", "2", "final_image", "verify")
+    done = run_doit(root, "--reporter=console", "-n", "2", "final_image", "verify")
     assert executed(done.stdout) == everything
     for name in SHARED[1:]:
         log = (root / f"build/logs/mini/stage-{name}.log").read_text()
@@ -147,7 +148,7 @@ def test_full_build_boot_and_incremental(project: Path):
     assert "openssh-server" in manifest["contents"]["debian_packages"]
     drivers_inputs = manifest["stages"][1]["inputs"]
     playbook = root / "ansible/drivers.yml"
-    assert drivers_inputs["ansible/drivers.yml"] == hashlib.sha256(playbook.read_bytes()).hexdigest()
+    assert drivers_inputs["ansible/drivers.yml"] == "sha256:" + hashlib.sha256(playbook.read_bytes()).hexdigest()
     from vaultdoit import qemu_img
 
     info = qemu_img.info(final)
@@ -253,6 +254,38 @@ def test_full_build_boot_and_incremental(project: Path):
     with pytest.raises(BootError) as info:
         boot(root, [], "broken", image=broken)
     assert "QEMU exited" in str(info.value)
+
+
+def test_run_and_ssh_into_the_final_image_and_a_stage(project: Path):
+    """`vaultdoit run` boots an image on a snapshot (console here, SSH on loopback); `vaultdoit ssh` runs commands."""
+    root = project
+    if not final_image(root).exists():
+        pytest.skip("needs the image built by the test above")
+    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    vaultdoit = [str(Path(sys.executable).parent / "vaultdoit"), "-C", str(root)]
+    final = Running(root, env)
+    try:
+        assert final.record()["target"] == "final"
+        active = subprocess.run([*vaultdoit, "ssh", "--timeout", "900", "--", "systemctl", "is-active",
+                                 "vault-monitor.service"], capture_output=True, text=True, timeout=1000)
+        assert active.returncode == 0 and active.stdout.strip() == "active", active.stderr
+        code = subprocess.run([*vaultdoit, "ssh", "--", "exit 5"], capture_output=True, text=True, timeout=300)
+        assert code.returncode == 5
+    finally:
+        assert final.stop() == 130
+    assert "Linux version" in final.out.read_text()
+    # A stage boots with its template's kernel and logs in with the build key.
+    stage = Running(root, env, "stage:drivers")
+    try:
+        assert stage.record()["key"] == str(root / "build/keys/build_ed25519")
+        marker = subprocess.run([*vaultdoit, "ssh", "stage:drivers", "--timeout", "900", "--", "test", "-f",
+                                 "/etc/vault/stages/drivers"], capture_output=True, text=True, timeout=1000)
+        assert marker.returncode == 0, marker.stderr
+        later = subprocess.run([*vaultdoit, "ssh", "stage:drivers", "--", "test", "-e", "/etc/vault/stages/final"],
+                               capture_output=True, text=True, timeout=300)
+        assert later.returncode == 1  # the final stage's work is not in the drivers image
+    finally:
+        stage.stop()
 
 
 def test_zlib_final_image_reruns_only_final_image_and_boots(project: Path):

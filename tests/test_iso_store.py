@@ -133,40 +133,16 @@ def test_offline_error_says_where_to_put_the_file(tmp_path: Path):
 
 
 def test_remote_iso_becomes_a_cache_task_the_stage_depends_on(server: str, tmp_path: Path):
-    import json
-    import os
-
-    from conftest import TESTS, run_doit
+    from conftest import fake_packer_env, run_doit
     from vaultdoit.plan import load_project
 
     root = tmp_path / "proj"
-    (root / "packer").mkdir(parents=True)
-    (root / "dodo.py").write_text((TESTS / "fixtures/projects/team/dodo.py").read_text())
-    (root / "packer/t.pkr.hcl").write_text(f'''
-variable "iso_url" {{
-  default = "{server}/disk.iso"
-}}
-variable "iso_checksum" {{
-  default = "file:{server}/SHA256SUMS"
-}}
-source "qemu" "os" {{
-  iso_url          = var.iso_url
-  iso_checksum     = var.iso_checksum
-  output_directory = "build/os"
-  vm_name          = "os.qcow2"
-}}
-build {{
-  sources = ["source.qemu.os"]
-}}
-''')
+    _remote_project(root, server, f"file:{server}/SHA256SUMS")
     project = load_project(root)
     (stage,) = project.stages
     assert stage.iso == (f"{server}/disk.iso", f"file:{server}/SHA256SUMS", root / "cache/isos/disk.iso")
     assert root / "cache/isos/disk.iso" in stage.inputs
-    plan = {"os": {"output": str(stage.output), "parent": None}}
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
-    env = {"PATH": f"{TESTS / 'fakes'}{os.pathsep}{os.environ['PATH']}",
-           "FAKE_PACKER_PLAN": str(tmp_path / "plan.json"), "FAKE_PACKER_LOG": str(tmp_path / "log")}
+    env = fake_packer_env(root, tmp_path / "fake")
     out = run_doit(root, "final_image", env=env)
     assert "cache:iso-disk.iso" in out.stdout
     assert (root / "cache/isos/disk.iso").read_bytes() == DATA

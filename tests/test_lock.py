@@ -53,6 +53,8 @@ def holder(tmp_path: Path):
     (["-k", "forget", "stage:top"], "forget"),
     (["help", "run"], "help"),
     (["dumpdb"], "dumpdb"),
+    (["explain", "stage:top"], "explain"),  # vaultdoit's doit commands
+    (["status", "-q", "var.x=1"], "status"),
     (["tabcompletion"], "tabcompletion"),
     (["ignore", "verify"], "ignore"),
     (["reset-dep"], "reset-dep"),
@@ -65,7 +67,8 @@ def test_the_command_is_read_as_doit_reads_it(args, command):
 
 
 def test_only_commands_that_change_the_build_take_the_lock():
-    assert [c for c in ("list", "info", "help", "dumpdb", "tabcompletion") if lock.takes_lock(c)] == []
+    assert [c for c in ("list", "info", "help", "dumpdb", "tabcompletion", "explain", "status")
+            if lock.takes_lock(c)] == []
     assert all(lock.takes_lock(c) for c in ("run", "clean", "forget", "ignore", "reset-dep", "strace", "auto"))
 
 

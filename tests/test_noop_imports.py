@@ -12,7 +12,8 @@ from pathlib import Path
 from conftest import fake_packer_env
 
 HEAVY = ("hcl2", "lark", "yaml", "click", "qemu.qmp", "asyncio", "urllib.request", "tomllib",
-         "vaultdoit.actions", "vaultdoit.hcl.syntax", "vaultdoit.playbook", "vaultdoit.vm")
+         "vaultdoit.actions", "vaultdoit.hcl.syntax", "vaultdoit.playbook", "vaultdoit.vm", "oras", "requests",
+         "rich", "vaultdoit.report", "vaultdoit.graph", "vaultdoit.live", "vaultdoit.explain")
 
 LOAD = """
 import sys

@@ -112,7 +112,9 @@ def test_sigkill_of_vaultdoit_stops_the_whole_tree(tmp_path: Path):
         assert os.getsid(grandchild) != os.getsid(shell)
         runner.kill()
         runner.wait()
-        wait_for(lambda: not alive(shell) and not alive(grandchild), 5, "the tree to be stopped")
+        # The guarantee is seconds (tests/test_faults.py holds it to 5 s in a real build);
+        # here the bound only has to survive a heavily loaded host.
+        wait_for(lambda: not alive(shell) and not alive(grandchild), 15, "the tree to be stopped")
     finally:
         runner.kill()
         runner.wait()
@@ -137,8 +139,9 @@ def test_processes_using_a_folder_are_found(tmp_path: Path):
     # Named on the command line, relative to its working folder (QEMU's -drive file=...).
     by_arg = _orphan("sh -c 'sleep 300; true' sh file=stage/image,if=virtio", tmp_path)
     try:
-        wait_for(lambda: len(proc.users_of([folder])) == 2, 10, "both processes to start")
-        assert proc.users_of([folder]) == sorted([(by_fd, "sleep"), (by_arg, "sh")])
+        # Until each has exec'd, a process shows the name of the shell that forked it.
+        expected = sorted([(by_fd, "sleep"), (by_arg, "sh")])
+        wait_for(lambda: proc.users_of([folder]) == expected, 10, "both processes to start")
         with pytest.raises(Busy) as info:
             proc.ensure_unused(folder)
         first, second = sorted([by_fd, by_arg])

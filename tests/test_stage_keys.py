@@ -62,8 +62,8 @@ def test_every_file_a_setting_names_is_an_input(inputs):
 
 def test_editing_any_input_rebuilds_and_touching_none(inputs):
     root, env, work = inputs
-    assert doit(root, env, "final_image") == {"stage:os", "final_image"}
-    assert packer_runs(work) == ["os"]
+    assert doit(root, env, "final_image") == {"stage:os", "stage:child", "final_image"}
+    assert packer_runs(work) == ["os", "child"]
     for name in INPUTS:
         os.utime(root / name)
     (root / "README.md").write_text("an unrelated change\n")
@@ -74,8 +74,8 @@ def test_editing_any_input_rebuilds_and_touching_none(inputs):
         status = vaultdoit(root, "status")
         assert "stage:os" in status.stdout and "will run" in status.stdout.split("stage:os", 1)[1].splitlines()[0], \
             (name, status.stdout)
-        assert doit(root, env, "final_image") == {"stage:os", "final_image"}, name
-        assert packer_runs(work) == ["os"], name
+        assert doit(root, env, "final_image") == {"stage:os", "stage:child", "final_image"}, name
+        assert packer_runs(work) == ["os", "child"], name
 
 
 def test_a_new_file_in_a_folder_input_rebuilds(inputs):
@@ -83,9 +83,9 @@ def test_a_new_file_in_a_folder_input_rebuilds(inputs):
     doit(root, env, "final_image")
     packer_runs(work)
     (root / "uploads/tree/added.txt").write_text("new\n")
-    assert doit(root, env, "final_image") == {"stage:os", "final_image"}
+    assert doit(root, env, "final_image") == {"stage:os", "stage:child", "final_image"}
     (root / "uploads/tree/added.txt").unlink()
-    assert doit(root, env, "final_image") == {"stage:os", "final_image"}
+    assert doit(root, env, "final_image") == {"stage:os", "stage:child", "final_image"}
 
 
 def test_missing_input_lists_and_fails_only_its_stage(inputs):
@@ -118,7 +118,7 @@ def test_symlink_inside_project_counts_by_target_content(inputs):
     doit(root, env, "final_image")
     packer_runs(work)
     (root / "shared.conf").write_text("v2\n")
-    assert doit(root, env, "final_image") == {"stage:os", "final_image"}
+    assert doit(root, env, "final_image") == {"stage:os", "stage:child", "final_image"}
 
 
 def test_keys_do_not_depend_on_where_the_project_lives(tmp_path: Path):
@@ -216,3 +216,46 @@ def test_damaged_database_is_one_line_and_repair_keeps_every_image(project_copy,
     db.unlink()
     assert vaultdoit(root, "repair").returncode == 0
     assert doit(root, env, "final_image") == set()
+
+
+def test_a_setting_that_cannot_be_resolved_is_one_warning_and_keys_by_its_text(project_copy):
+    root = project_copy("inputs")
+    template = root / "packer/inputs.pkr.hcl"
+    template.write_text(template.read_text().replace(
+        '  provisioner "shell" {\n    script = "scripts/setup.sh"\n  }',
+        '  provisioner "shell" {\n    script = "scripts/setup.sh"\n    environment_vars = ["RELEASE=${var.release}"]\n  }')
+        + '\nvariable "release" {\n  type = string\n}\n')
+    project = load_project(root)
+    (warning,) = [w for w in project.warnings if "release" in w]
+    assert warning.startswith(f"{template}:")
+    assert "environment_vars = \"RELEASE=${var.release}\" cannot be resolved before the build" in warning
+    assert 'variable "release" has no value' in warning
+    settings = keys.canonical(project.stage("os").settings)
+    assert '{"unresolved":"\\"RELEASE=${var.release}\\""}' in settings
+
+
+def test_secrets_are_never_stored_in_clear(project_copy, tmp_path: Path, monkeypatch):
+    """A sensitive variable's value and a PKR_VAR_ secret reach Packer (its private var file)
+    but no log, record, manifest or doit database."""
+    root = project_copy("team")
+    (root / "packer/secrets.pkr.hcl").write_text(
+        'variable "token" {\n  type      = string\n  sensitive = true\n  default   = "tok-3f9a1c77e2"\n}\n'
+        'variable "password" {\n  type      = string\n  sensitive = true\n  default   = ""\n}\n')
+    layers = root / "packer/layers.pkr.hcl"
+    layers.write_text(layers.read_text().replace(
+        '"flavour=mid"', '"flavour=mid token=${var.token} password=${var.password}"'))
+    env = {**fake_packer_env(root, tmp_path / "fake"), "PKR_VAR_password": "pw-8d2e41b0c5"}
+    doit(root, env, "final_image")
+    assert packer_runs(tmp_path / "fake") == ["base", "mid", "top"]
+    for secret in ("tok-3f9a1c77e2", "pw-8d2e41b0c5"):
+        written = [root / "build", root / "cache", tmp_path / "fake"]  # everything the build wrote
+        for path in [p for folder in written for p in folder.rglob("*")]:
+            if path.is_file() and path.stat().st_size < 64 * 2**20:
+                assert secret.encode() not in path.read_bytes(), (secret, path)
+    # The key still changes with a secret: its digest stands in the settings.
+    monkeypatch.setenv("PKR_VAR_password", "pw-8d2e41b0c5")
+    first = keys.canonical(load_project(root).stage("mid").settings)
+    monkeypatch.setenv("PKR_VAR_password", "pw-other")
+    second = keys.canonical(load_project(root).stage("mid").settings)
+    assert "<sensitive:" in first and first != second
+    assert "pw-8d2e41b0c5" not in first and "tok-3f9a1c77e2" not in first

@@ -113,7 +113,8 @@ def test_variants_that_differ_in_the_top_stage(project_copy):
     build = tasks["stage:top:demo"]["actions"][0][1][0]
     assert build.logfile == root / "build/logs/demo/stage-top.log"
     verify = tasks["verify:production"]
-    assert verify["targets"] == ["build/reports/production/verify-team-production.json"]
+    assert verify["targets"] == ["build/reports/production/verify-team-production.json",
+                                 "build/reports/production/verify-team-production.junit.xml"]
 
 
 def test_variants_that_differ_lower_build_everything_above_per_variant(project_copy):
@@ -228,7 +229,7 @@ def test_log_and_report_folders_decide_no_key(project_copy):
 
 def doit(root: Path, env: dict[str, str], *args: str) -> set[str]:
     if "-n" in args:
-        return executed(run_doit(root, *args, env=env).stdout)
+        return executed(run_doit(root, "--reporter=console", *args, env=env).stdout)
     return ran_tasks(run_doit(root, "--reporter=json", *args, env=env).stdout)
 
 
@@ -301,7 +302,7 @@ def test_the_guard_queues_builds_that_would_overcommit_the_host(project_copy, tm
     variables.write_text(variables.read_text() + 'variable "cpus" {\n  type = number\n  default = 1\n}\n')
     env = fake_packer_env(root, tmp_path)
     env["FAKE_PACKER_SLEEP"] = "1"
-    done = run_doit(root, "-n", "4", "final_image", env=env)
+    done = run_doit(root, "--reporter=console", "-n", "4", "final_image", env=env)
     runs = sorted((r for r in fake_runs(tmp_path) if r["id"].startswith("top:")), key=lambda r: r["start"])
     assert len(runs) == 3
     for first, second in zip(runs, runs[1:]):
@@ -453,3 +454,16 @@ def test_a_closed_guard_lets_no_waiting_build_start():
         guard.close()  # Ctrl-C while stage:b waits
         waiter.join(timeout=10)
     assert failed == ["stage:b did not start: the build was interrupted"]
+
+
+@needs_qemu_img
+def test_the_run_reporter_works_with_builds_side_by_side(project_copy, tmp_path):
+    """`doit -n 2` with vaultdoit's own reporter (the default): every image built, the run recorded."""
+    root = team_with(project_copy("team"), TWO)
+    env = fake_packer_env(root, tmp_path)
+    done = run_doit(root, "-n", "2", "final_image", env=env)
+    assert sorted(packer_runs(tmp_path)) == ["base", "mid", "top:demo", "top:production"], done.stdout
+    for variant in ("demo", "production"):
+        assert (root / f"build/final/team-{variant}.qcow2").is_file()
+    for name in ("stage:top:demo", "stage:top:production", "final_image:demo", "final_image:production"):
+        assert name in done.stdout + done.stderr, name

@@ -24,6 +24,10 @@ def test_download_wheels_writes_a_verified_manifest(tmp_path: Path):
     for name, digest in manifest["wheels"].items():
         assert digest == "sha256:" + hashlib.sha256((dest / name).read_bytes()).hexdigest()
     assert (dest / "requirements.txt").read_text() == (REPO / "python/requirements.txt").read_text()
+    # A stage input: the same wherever the project lives.
+    assert str(REPO) not in (dest / "manifest.json").read_text()
+    assert manifest["requirements_sha256"] == \
+        "sha256:" + hashlib.sha256((REPO / "python/requirements.txt").read_bytes()).hexdigest()
 
 
 def test_a_wrong_hash_fails_the_task(tmp_path: Path):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from vaultdoit import proc
 from vaultdoit.errors import CommandFailed, ConfigError, VaultError
+from vaultdoit.model import ProbeSpec  # plain data, kept in model.py for the task builders
 
 VALID = ("auto", "kvm", "tcg")
 KVM_DEVICE = Path("/dev/kvm")
@@ -46,14 +47,6 @@ PROBE_APPEND = "console=ttyS0 panic=-1"
 KVM_CPUS: tuple[str | None, ...] = ("host", None)
 # Distribution packages whose dependency is a bootable kernel image (Debian, then Ubuntu).
 KERNEL_PACKAGES = ("linux-image-cloud-amd64", "linux-image-amd64", "linux-image-virtual", "linux-image-generic")
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """Where the probe finds a kernel and keeps its verdict (plain data, for task dicts)."""
-
-    kernels: tuple[Path, ...] = ()  # candidates, first existing one is booted
-    cache_dir: Path | None = None  # cache/probe of the project; None: keep nothing on disk
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from typing import Any, ParamSpec, TypeVar
 from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
-from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, resources, watchdog
+from vaultdoit import (accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, remote, resources,
+                       stage_files, watchdog)
 from vaultdoit.errors import VaultError, os_error
 from vaultdoit.model import AptRoute, Stage, StageBuild
 from vaultdoit.paths import safe
@@ -52,9 +53,15 @@ def note(message: str) -> None:
 
 
 @task_action
-def make_keys(keys: Sequence[Path], logfile: Path) -> None:
-    """Create the SSH key pairs the build uses (build key) and the image ships (access key)."""
+def make_keys(keys: Sequence[Path], logfile: Path, shared: Mapping[Path, Path] | None = None) -> None:
+    """Create the SSH key pairs the build uses (build key) and the image ships (access key);
+    a key in ``shared`` is copied from the team's key file instead."""
     for key in keys:
+        if shared and key in shared:
+            from vaultdoit import shared_keys
+
+            shared_keys.install(shared[key], key, logfile=logfile)
+            continue
         if key.exists() and key.with_name(key.name + ".pub").exists():
             continue
         key.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +84,8 @@ def build_stage(build: StageBuild) -> None:
         raise VaultError(stage.problems[0] + more, hint="create the missing file or fix the setting")
     # Every input is read here, before any VM starts: an unreadable file fails in a second.
     record = keys.compute(stage, parent_key(build), build.root, build.digests)
+    if remote.before_build(build, record):  # the shared cache had it: nothing to build
+        return
     start, wall = time.monotonic(), time.time()
     waited = 0.0
     if stage.kind == "packer":
@@ -85,7 +94,7 @@ def build_stage(build: StageBuild) -> None:
         _bootstrap(build)
     digest = checker.record_digest(stage.output, build.digests)
     proxy = _managed_proxy(build.apt)
-    owned.write_marker(stage.output.parent, {
+    record = {
         **record, "format": 1, "stage": stage.id, "variant": stage.variant, "image": stage.output.name,
         "image_sha256": digest, "image_bytes": stage.output.stat().st_size,
         "build_seconds": round(time.monotonic() - start - waited, 1),
@@ -94,9 +103,14 @@ def build_stage(build: StageBuild) -> None:
         "vm": dataclasses.asdict(build.vm) if build.vm is not None else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "apt": dataclasses.asdict(apt_proxy.traffic(proxy, since=wall)) if proxy else None,
-    })
+        "reports": stage_files.reports_snapshot(build.reports),
+        # An overlay is valid only on the exact parent image it was built on.
+        "parent_image_sha256": stage_files.image_digest(build.parent.output) if build.parent else None,
+    }
+    owned.write_marker(stage.output.parent, record)
     size = stage.output.stat().st_size
     note(f"stage {stage.id} built in {time.monotonic() - start - waited:.0f} s ({size / 2**20:.0f} MiB image)")
+    remote.after_build(build, record)
 
 
 def parent_key(build: StageBuild) -> str | None:
@@ -162,7 +176,9 @@ def _packer(build: StageBuild) -> float:
             # Packer then sees exactly the values the key was made of, and secrets stay out of argv and logs.
             assigned = {k: v for k, v in build.variables.items() if k not in runtime}
             var_file = packer.write_var_file(paths.var_file(stage.id), assigned)
-            argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [])
+            # Packer's default on error removes the VM's disk; abort leaves it for keep_failed to keep.
+            argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [],
+                                     on_error="abort" if build.keep_failed is not None else None)
             build.logfile.write_text("")  # one log per build: the last one is what a failure shows
             # No console output, Packer output or disk writes for this long: the VM is stuck.
             dog = watchdog.Watchdog(
@@ -174,13 +190,51 @@ def _packer(build: StageBuild) -> float:
                  f"log: {build.logfile}")
             try:
                 packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
-                                   logfile=build.logfile, watch=dog, watch_interval=dog.interval)
+                                   logfile=build.logfile, watch=dog, watch_interval=dog.interval,
+                                   keep_failed=functools.partial(keep_failed_disk, build) if build.keep_failed
+                                   else None)
             finally:
                 if var_file is not None:
                     var_file.unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return lease.waited
+
+
+def keep_failed_disk(build: StageBuild, folder: Path) -> None:
+    """Move a failed build's folder to ``build.keep_failed/<stage>`` and say how to boot its disk.
+
+    Only the last failure of each stage is kept. The disk stays an overlay on the
+    parent's image (its backing reference is made relative from its new place).
+    """
+    from vaultdoit import qemu_img
+    from vaultdoit.keys import relpath
+
+    stage = build.stage
+    assert build.keep_failed is not None
+    image = folder / stage.output.name
+    if not image.is_file():
+        note(f"keep_failed: stage {stage.id} failed before Packer made its disk; nothing to keep")
+        return
+    dest = build.keep_failed / safe(stage.id)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(folder, dest)
+    kept = dest / image.name
+    usable = ""
+    try:
+        if build.backing is not None:
+            qemu_img.rebase_relative(kept, build.backing, logfile=build.logfile)
+        qemu_img.info(kept)
+    except VaultError as err:
+        usable = f" (it may not boot: {err.message})"
+    owned.write_marker(dest, {"format": 1, "stage": stage.id, "image": kept.name, "failed": True,
+                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "backing": relpath(build.backing, build.root) if build.backing else None,
+                              "log": relpath(build.logfile, build.root)})
+    note(f"kept the failed build's disk: {relpath(kept, build.root)}{usable}; boot it with "
+         f"`vaultdoit run failed:{stage.id}` (a throwaway snapshot: the disk is not changed), "
+         f"then `vaultdoit ssh failed:{stage.id}`. The stage's previous image is untouched.")
 
 
 @task_action
@@ -211,7 +265,10 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
     shutil.copyfile(requirements, dest / "requirements.txt")
     wheels = {wheel.name: checker.hash_file(wheel)[0] for wheel in sorted(dest.glob("*.whl"))}
     tmp = manifest_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"requirements": str(requirements), "wheels": wheels}, indent=2, sort_keys=True) + "\n")
+    # The manifest is an input of the stages that install the wheels: no path in it, so their
+    # keys are the same wherever the project lives.
+    tmp.write_text(json.dumps({"requirements_sha256": checker.hash_file(requirements)[0], "wheels": wheels},
+                              indent=2, sort_keys=True) + "\n")
     os.replace(tmp, manifest_file)
 
 
@@ -239,23 +296,55 @@ def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | N
 
 
 @task_action
-def verify_image(spec: Any, report_file: Path, label: str = "verify") -> TaskFailed | None:
-    """Boot the final image on a throwaway snapshot and run the checks (see vm.py)."""
-    from vaultdoit import vm
+def verify_image(spec: Any, report_file: Path, junit_file: Path | None = None,
+                 label: str = "verify") -> TaskFailed | None:
+    """Boot the final image on a throwaway snapshot and run the checks (see vm.py).
 
+    The report goes to ``report_file`` (JSON) and ``junit_file`` (JUnit XML, also when
+    the image does not boot far enough to be checked).
+    """
+    from vaultdoit import files, junit, vm
+    from vaultdoit.errors import BootError, Stalled
+
+    suite, started = f"verify {spec.image.name}", time.time()
     # The boot test's VM counts beside the build VMs running at once (see resources.Guard).
     with resources.guard().room(label, resources.VMSize(memory=spec.memory, cpus=spec.cpus), say=note):
         note(f"boot test of {spec.image.name} (serial log in {spec.log_dir})")
-        report = vm.boot_test(spec)
+        try:
+            report = vm.boot_test(spec)
+        except (BootError, Stalled) as err:
+            if junit_file is not None:
+                case = junit.Case("boot to SSH login", suite_class(spec.image), time.time() - started, "error",
+                                  str(err))
+                files.write_atomic(junit_file, junit.document(suite, [case], started=started))
+            raise
     sys.stderr.write(report.render() + "\n")
-    report_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, report_file)
+    files.write_atomic(report_file, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    if junit_file is not None:
+        files.write_atomic(junit_file, junit.document(suite, boot_cases(report), started=started))
     if not report.ok:
         failed = [c.name for c in report.checks if not c.ok]
         return TaskFailed(f"boot test failed: {', '.join(failed)} (report: {report_file})")
     return None
+
+
+def suite_class(image: Path) -> str:
+    """The JUnit classname of an image's checks: ``verify.<image name>``."""
+    return "verify." + image.name.removesuffix(".qcow2").replace(".", "_")
+
+
+def boot_cases(report: Any) -> list[Any]:
+    """JUnit cases of a boot report: the boot itself, then one per check."""
+    from vaultdoit import junit
+
+    classname = suite_class(report.image or Path("image"))
+    cases = [junit.Case("boot to SSH login", classname, report.boot_seconds,
+                        output=f"accelerator {report.accelerator}; serial log: {report.serial_log}")]
+    for check in report.checks:
+        seconds = report.shutdown_seconds if check.name == "clean shutdown" else 0.0
+        cases.append(junit.Case(check.name, classname, seconds, "passed" if check.ok else "failure",
+                                check.detail if not check.ok else "", check.detail if check.ok else ""))
+    return cases
 
 
 @task_action

@@ -35,11 +35,18 @@ def collect(project: Project) -> dict[str, Any]:
             if data.get("apt"):
                 stages[stage.id] = {**data["apt"], "finished": data.get("finished")}
     apt["last_build_per_stage"] = stages
+    from vaultdoit import remote
+
+    shared = remote.spec(cfg)
+    pulled = {stage.id: (owned.read_marker(stage.output.parent) or {}).get("pulled") for stage in project.stages}
     return {
         "wheels": wheels,
         "apt": apt,
         "packer": _size(cfg.cache_dir / "packer"),
         "isos": _size(cfg.cache_dir / "isos"),
+        "remote": {"repository": shared.repository, "push": shared.push, "chunk_bytes": shared.chunk_size,
+                   "pulled": {name: p["from"] for name, p in pulled.items() if isinstance(p, dict)}}
+        if shared else None,
     }
 
 
@@ -63,6 +70,14 @@ def render(report: dict[str, Any]) -> str:
     for key in ("packer", "isos"):
         c = report[key]
         lines.append(f"{key:<7} {c['path']}: {_mib(c['bytes'])}, {c['files']} files")
+    r = report.get("remote")
+    if r is None:
+        lines.append("remote  none (set remote_cache in vault.toml or VAULTDOIT_REMOTE_CACHE to share stages)")
+    else:
+        lines.append(f"remote  {r['repository']}: " + ("pulls, and pushes the stages built here" if r["push"]
+                                                       else "pulls only (pushing is off here)"))
+        for name, source in r["pulled"].items():
+            lines.append(f"          stage {name}: pulled from {source}")
     return "\n".join(lines)
 
 

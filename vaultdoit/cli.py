@@ -1,12 +1,14 @@
-"""The vaultdoit command line: what doit lacks (explain, status, doctor, scan, repair, init).
+"""The vaultdoit command line: what doit lacks (explain, status, report, graph, run, ssh, doctor, scan, ...).
 
 Errors become exit codes in vaultdoit.exits, the one place that maps them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,11 +16,10 @@ import click
 
 from vaultdoit import __version__
 from vaultdoit.errors import VaultError
-from vaultdoit.exits import EXIT_FAILED, EXIT_USER, exit_on_error
+from vaultdoit.exits import EXIT_FAILED, EXIT_USER, EXIT_WOULD_RUN, exit_on_error
 
 if TYPE_CHECKING:
     from vaultdoit.plan import Project
-
 
 DODO = '''"""doit entry point: `doit list`, `doit final_image`, `doit verify`."""
 
@@ -39,14 +40,23 @@ def _root(path: str | None) -> Path:
 @click.option("--debug", is_flag=True, help="Show tracebacks and every command run.")
 @click.option("-C", "--directory", default=None, help="Project folder (default: search upwards from here).")
 @click.option("--profile", default=None, help="Pipeline profile from vault.toml (default: its `profile`).")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="A Packer variable for this command, as `doit ... var.NAME=VALUE` gives a build; repeatable.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, directory: str | None, profile: str | None) -> None:
+def cli(ctx: click.Context, debug: bool, directory: str | None, profile: str | None,
+        variables: tuple[str, ...]) -> None:
     """Incremental, cached VM golden-image builds on top of doit.
 
     Build with `doit final_image`; list tasks with `doit list`.
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
-    ctx.obj = {"debug": debug, "directory": directory, "profile": profile}
+    ctx.obj = {"debug": debug, "directory": directory, "profile": profile, "variables": variables}
+
+
+def _vars(obj: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    from vaultdoit import runvars
+
+    return runvars.parse(obj["variables"])  # type: ignore[arg-type]
 
 
 @cli.command()
@@ -54,50 +64,50 @@ def cli(ctx: click.Context, debug: bool, directory: str | None, profile: str | N
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def explain(obj: dict[str, object], task: str, as_json: bool) -> None:
-    """Say why TASK would run (which inputs or settings changed), or that it is up to date."""
+    """Say why TASK would run (which inputs or settings changed), or that it is up to date.
+
+    Also `doit explain TASK`, which takes doit's options (--db-file, --backend).
+    """
     from vaultdoit import explain as explain_mod
 
     with exit_on_error(bool(obj["debug"])):
-        item = explain_mod.explain(_root(obj["directory"]), task, obj["profile"])  # type: ignore[arg-type]
-        if as_json:
-            click.echo(explain_mod.to_json([item]))
-            return
-        if not item.will_run:
-            click.echo(f"{item.task}: up to date")
-            return
-        click.echo(f"{item.task}: will run")
-        for reason in item.reasons:
-            click.echo(f"  - {reason}")
+        item = explain_mod.explain(_root(obj["directory"]), task, obj["profile"], _vars(obj))  # type: ignore[arg-type]
+        click.echo(explain_mod.to_json([item]) if as_json else explain_mod.render_explanation(item))
 
 
 @cli.command()
+@click.argument("tasks", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing: the exit code says whether anything would run.")
 @click.pass_obj
-def status(obj: dict[str, object], as_json: bool) -> None:
-    """One line per task: up to date, or will run and why."""
+def status(obj: dict[str, object], tasks: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+    """One line per task (or TASKS and what they need): up to date, or will run and why.
+
+    Exit code 0 when nothing would run, 1 when something would: CI can gate on it.
+    Also `doit status`, which takes doit's options (--db-file, --backend).
+    """
     from vaultdoit import explain as explain_mod
 
     with exit_on_error(bool(obj["debug"])):
-        items = explain_mod.explain_all(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+        items = explain_mod.explain_all(_root(obj["directory"]), obj["profile"], _vars(obj),  # type: ignore[arg-type]
+                                        names=list(tasks) or None)
         if as_json:
             click.echo(explain_mod.to_json(items))
-            return
-        width = max(len(i.task) for i in items)
-        for item in items:
-            verdict = "up to date" if not item.will_run else "will run: " + item.reasons[0] + \
-                (f" (+{len(item.reasons) - 1} more)" if len(item.reasons) > 1 else "")
-            click.echo(f"{item.task:<{width}}  {verdict}")
+        elif not quiet:
+            click.echo(explain_mod.render_status(items))
+    if any(item.will_run for item in items):
+        sys.exit(EXIT_WOULD_RUN)
 
 
 @cli.group()
 def cache() -> None:
-    """Inspect and manage the download caches (cache/)."""
+    """Inspect and manage the caches: downloads (cache/), archives of the build, the remote stage cache."""
 
 
 def _project(obj: dict[str, object]) -> Project:
     from vaultdoit.plan import load_project
 
-    return load_project(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+    return load_project(_root(obj["directory"]), obj["profile"], _vars(obj))  # type: ignore[arg-type]
 
 
 @cache.command("status")
@@ -142,6 +152,73 @@ def cache_stop(obj: dict[str, object]) -> None:
         click.echo("stopped apt-cacher-ng" if apt_proxy.stop(proxy) else "apt-cacher-ng was not running")
 
 
+@contextlib.contextmanager
+def _locked(obj: dict[str, object], command: str) -> Iterator[Project]:
+    """The project, with its build lock held: no build changes the stages while they move."""
+    from vaultdoit import lock
+
+    project = _project(obj)
+    with lock.held(project.config.root, f"vaultdoit cache {command}"):
+        yield project
+
+
+@cache.command("export")
+@click.argument("file")
+@click.option("--with-keys", is_flag=True, help="Also the SSH keys (private ones included): only for private stores.")
+@click.pass_obj
+def cache_export(obj: dict[str, object], file: str, with_keys: bool) -> None:
+    """Write the built stages, the final image and the build state to FILE (a tar; `-`: stdout)."""
+    from vaultdoit import archive
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "export") as project:
+        contents = archive.export(project, file, with_keys=with_keys)
+        stages = ", ".join(contents.stages) or "none"
+        click.echo(f"exported stages: {stages}; {len(contents.files)} other files"
+                   f"{' and the dependency records' if contents.database else ''} to {file}", err=file == "-")
+
+
+@cache.command("import")
+@click.argument("file")
+@click.option("--with-keys", is_flag=True, help="Also take the SSH keys from the archive (replacing this project's).")
+@click.pass_obj
+def cache_import(obj: dict[str, object], file: str, with_keys: bool) -> None:
+    """Read FILE (written by `cache export`; `-`: stdin) into this project, then say what is up to date."""
+    from vaultdoit import archive
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "import") as project:
+        result = archive.import_(project, file, with_keys=with_keys)
+        for line in result.refused:
+            click.echo(line)
+        click.echo(f"imported stages: {', '.join(result.stages) or 'none'}; {result.files} other files")
+        for name, reason in result.tasks:
+            click.echo(f"{name}: {'up to date' if reason is None else 'will run: ' + reason}")
+
+
+@cache.command("push")
+@click.argument("stages", nargs=-1)
+@click.pass_obj
+def cache_push(obj: dict[str, object], stages: tuple[str, ...]) -> None:
+    """Push STAGES (default: every stage) to the remote cache, if built for today's inputs."""
+    from vaultdoit import remote
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "push") as project:
+        for line in remote.push_stages(project, stages):
+            click.echo(line)
+
+
+@cache.command("pull")
+@click.argument("stages", nargs=-1)
+@click.pass_obj
+def cache_pull(obj: dict[str, object], stages: tuple[str, ...]) -> None:
+    """Pull STAGES (default: every stage) and their parents from the remote cache where this
+    project's are not built for today's inputs; doit then counts them as up to date."""
+    from vaultdoit import remote
+
+    with exit_on_error(bool(obj["debug"])), _locked(obj, "pull") as project:
+        for line in remote.pull_stages(project, stages):
+            click.echo(line)
+
+
 @cli.command()
 @click.pass_obj
 def repair(obj: dict[str, object]) -> None:
@@ -179,6 +256,136 @@ def doctor(obj: dict[str, object], as_json: bool) -> None:
         click.echo(doctor_mod.to_json(checks) if as_json else doctor_mod.render(checks))
     if doctor_mod.failed(checks):
         sys.exit(EXIT_FAILED)
+
+
+# --- the build report and the stage graph (vaultdoit/report.py, vaultdoit/graph.py) ---------------
+
+
+@cli.command()
+@click.option("--open", "open_it", is_flag=True, help="Open it in the desktop's browser (xdg-open).")
+@click.option("--junit", is_flag=True, help="Print the path of the run's JUnit file of tasks instead.")
+@click.pass_obj
+def report(obj: dict[str, object], open_it: bool, junit: bool) -> None:
+    """Print the path of the last run's HTML report (every `doit` run that ran a task writes one)."""
+    from vaultdoit import proc, runs
+    from vaultdoit.tasks.common import reports
+
+    with exit_on_error(bool(obj["debug"])):
+        folder = reports(_project(obj))
+        path = runs.latest(folder)
+        if path is None:
+            raise VaultError("no build report yet", file=runs.folder(folder),
+                             hint="run `doit` (a run in which a task runs writes one)")
+        if junit:
+            path = path.with_name(f"{runs.LATEST}.junit.xml")
+        click.echo(str(path))
+        if open_it:
+            proc.run(["xdg-open", str(path)])
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["all", "svg", "dot", "mermaid"]), default="all",
+              show_default=True, help="What to write.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for all formats, the file for one, or - for standard output "
+                   "(default: the build's report folder).")
+@click.pass_obj
+def graph(obj: dict[str, object], fmt: str, output: Path | None) -> None:
+    """Write the stage graph as SVG (a picture), Graphviz DOT and Mermaid."""
+    from vaultdoit import graph as graph_mod
+    from vaultdoit.files import write_atomic
+    from vaultdoit.tasks import gen_all
+    from vaultdoit.tasks.common import reports
+
+    with exit_on_error(bool(obj["debug"])):
+        project = _project(obj)
+        tasks = list(gen_all(project))
+        root = project.config.root
+        details = {}
+        for task in tasks:
+            image = task.get("meta", {}).get("vaultdoit", {}).get("image")
+            if image and (root / image).is_file():
+                details[task["basename"]] = f"{(root / image).stat().st_size / 2**20:.1f} MiB"
+            elif image:
+                details[task["basename"]] = "not built"
+        g = graph_mod.from_tasks([(t["basename"], t.get("meta", {}).get("vaultdoit", {})) for t in tasks],
+                                 details=details)
+        texts = {"svg": graph_mod.svg(g, f"stage graph of {project.config.image_name}"), "dot": graph_mod.dot(g),
+                 "mermaid": graph_mod.mermaid(g)}
+        suffix = {"svg": ".svg", "dot": ".dot", "mermaid": ".mmd"}
+        if str(output) == "-":
+            if fmt == "all":
+                raise VaultError("-o - prints one format", hint="add --format svg, dot or mermaid")
+            click.echo(texts[fmt], nl=False)
+            return
+        chosen = list(texts) if fmt == "all" else [fmt]
+        if output is not None and fmt != "all":
+            paths = {fmt: output}
+        else:
+            folder = output or reports(project)
+            paths = {name: folder / f"graph{suffix[name]}" for name in chosen}
+        for name, path in paths.items():
+            write_atomic(path, texts[name])
+            click.echo(str(path))
+
+
+# --- get into an image (vaultdoit/session.py) ----------------------------------------------------
+
+
+@cli.command("run")
+@click.argument("target", required=False)
+@click.option("--memory", type=int, default=2048, show_default=True, help="MiB of memory.")
+@click.option("--cpus", type=int, default=2, show_default=True, help="Virtual CPUs.")
+@click.pass_obj
+def run_image(obj: dict[str, object], target: str | None, memory: int, cpus: int) -> None:
+    """Boot an image on a throwaway snapshot, its console here and SSH on 127.0.0.1.
+
+    TARGET: `final` (the final image, the default), `stage:NAME` (a stage's image),
+    `failed:NAME` (the disk a failed build kept, see keep_failed) or a .qcow2 file.
+    Log in from another terminal with `vaultdoit ssh`. Nothing is written to the image.
+    """
+    from vaultdoit import session
+
+    with exit_on_error(bool(obj["debug"])):
+        project = _project(obj)
+        code = session.run(project, session.resolve(project, target), memory=memory, cpus=cpus,
+                           say=lambda line: click.echo(line, err=True))
+    sys.exit(code)
+
+
+class _RemoteCommand(click.Command):
+    """Everything after ``--`` is the command to run in the guest, options and all."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["remote"] = args[cut + 1:]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+@cli.command("ssh", cls=_RemoteCommand)
+@click.argument("target", required=False)
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for a guest that is still booting.")
+@click.pass_context
+def ssh_image(ctx: click.Context, target: str | None, timeout: float) -> None:
+    """Open a shell in the VM `vaultdoit run` started, or run a command and exit with its code.
+
+    \b
+    vaultdoit ssh                            a shell in the only running VM
+    vaultdoit ssh stage:drivers              a shell in that one
+    vaultdoit ssh -- systemctl --failed      run a command (everything after --)
+    """
+    from vaultdoit import session
+
+    obj = ctx.obj
+    with exit_on_error(bool(obj["debug"])):
+        project = _project(obj)
+        running = session.find(project, target)
+        code = session.ssh(running, list(ctx.meta.get("remote", [])), timeout=timeout,
+                           say=lambda line: click.echo(line, err=True))
+    sys.exit(code)
 
 
 @cli.command()

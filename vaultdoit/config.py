@@ -25,7 +25,9 @@ from vaultdoit.errors import ConfigError
 from vaultdoit.model import DEFAULT_APT_PORT
 from vaultdoit.paths import BuildPaths
 from vaultdoit.settings import (
+    ACCESS_KEY_ENV,
     ALLOWED_PATHS_ENV,
+    BUILD_KEY_ENV,
     BOOTSTRAP,
     CONFINE_HINT,
     FILE,
@@ -36,6 +38,8 @@ from vaultdoit.settings import (
     PLACES,
     PROFILE_ENV,
     PROJECT,
+    REMOTE_CACHE_ENV,
+    REMOTE_PUSH_ENV,
     VARIABLE,
     SCOPE_KEYS,
     SETTINGS,
@@ -44,6 +48,7 @@ from vaultdoit.settings import (
     VERIFY,
     Setting,
     lookup,
+    size_bytes,
 )
 from vaultdoit.settings import toml_text as _toml
 
@@ -143,6 +148,14 @@ class ProjectConfig:
     variant: str = "all"  # the variants plain `doit` builds (see variants.choose)
     memory: int | None = None  # build VMs' MiB; None: from the host (see resources)
     cpus: int | None = None
+    keep_failed: bool = False  # keep a failed stage's disk aside (build/<profile>/failed/<stage>/)
+    # The shared stage cache: "<registry>/<repository>" (vault.toml or the environment), or None.
+    remote_cache: str | None = None
+    remote_push: bool = True
+    remote_chunk_size: int = 256 * 2**20
+    # Key files shared by a team (from the environment): the keys task copies them into place.
+    build_key_from: Path | None = None
+    access_key_from: Path | None = None
 
     @property
     def config_file(self) -> Path:
@@ -170,6 +183,11 @@ class ProjectConfig:
     def state_dir(self) -> Path:
         """vaultdoit's own bookkeeping (doit's dependency DB, digests, markers)."""
         return self.paths.state_dir
+
+    @property
+    def failed_dir(self) -> Path:
+        """Where ``keep_failed`` puts a failed stage's disk: never a stage's output folder."""
+        return self.paths.failed_dir
 
     @property
     def cache_dir(self) -> Path:
@@ -556,6 +574,48 @@ def _allowed(r: _Resolver) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(folders))
 
 
+def _remote_cache(r: _Resolver) -> str | None:
+    """``remote_cache``: the environment's value (``off``: none) over the file's."""
+    value = os.environ.get(REMOTE_CACHE_ENV, "").strip()
+    if not value:
+        return r.get(("remote_cache",), PROJECT) or None
+    if value == "off":
+        return None
+    entry = lookup(PROJECT, "remote_cache")
+    assert entry.check is not None
+    if not entry.check.ok(value):
+        raise ConfigError(f"{REMOTE_CACHE_ENV}={value!r} is not {entry.check.must}",
+                          hint=f"set {REMOTE_CACHE_ENV} to <registry>/<repository>, or off")
+    return value
+
+
+def _remote_push(r: _Resolver) -> bool:
+    """``remote_push``: ``VAULTDOIT_REMOTE_PUSH`` (per machine) over the file's value."""
+    value = os.environ.get(REMOTE_PUSH_ENV, "").strip().lower()
+    if not value:
+        return bool(r.get(("remote_push",), PROJECT))
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{REMOTE_PUSH_ENV}={value!r} is neither on nor off", hint=f"set {REMOTE_PUSH_ENV}=0 or 1")
+
+
+def _key_from(variable: str) -> Path | None:
+    """A team's shared SSH key named by the environment: an existing private key file."""
+    value = os.environ.get(variable, "")
+    if not value:
+        return None
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        raise ConfigError(f"{variable}={value!r} is not an absolute path",
+                          hint=f"set {variable} to the absolute path of the private key file")
+    if not path.is_file():
+        raise ConfigError(f"{variable}={value!r} is not a file",
+                          hint=f"write the key there first (e.g. from a CI secret) or unset {variable}")
+    return path
+
+
 def _choose_profile(f: _File, top: dict[Key, _Value], profiles: dict[str, Any], profile: str | None) -> str | None:
     import difflib
 
@@ -630,6 +690,7 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         apt_proxy_port=r.get(("apt_proxy_port",), PROJECT),
         allowed_paths=r.allowed,
         stall_timeout=r.get(("stall_timeout",), PROJECT),
+        keep_failed=r.get(("keep_failed",), PROJECT),
         stage_configs=tuple(
             StageConfig(name, stall_timeout=r.get(("stages", name, "stall_timeout"), STAGE),
                         memory=r.get(("stages", name, "memory"), STAGE), cpus=r.get(("stages", name, "cpus"), STAGE),
@@ -639,6 +700,11 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         variant=r.get(("variant",), PROJECT),
         memory=r.get(("memory",), PROJECT),
         cpus=r.get(("cpus",), PROJECT),
+        remote_cache=_remote_cache(r),
+        remote_push=_remote_push(r),
+        remote_chunk_size=size_bytes(r.get(("remote_chunk_size",), PROJECT)),
+        build_key_from=_key_from(BUILD_KEY_ENV),
+        access_key_from=_key_from(ACCESS_KEY_ENV),
     )
     if cfg.variant != "all":
         from vaultdoit.variants import choose

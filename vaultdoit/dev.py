@@ -49,6 +49,7 @@ class DevSpec:
     ansible_cfg: Path | None
     facts: Path
     apt: AptRoute = AptRoute()
+    run_vars: tuple[tuple[str, str], ...] = ()  # the run's var.NAME=value
 
     @property
     def image(self) -> Path:
@@ -67,7 +68,8 @@ def _provisioners(spec: DevSpec) -> list[Any]:
     reports and logs into the development folder, the build's APT proxy."""
     from vaultdoit import plan
 
-    extra: dict[str, str] = {"log_dir": str(spec.folder / "logs"), "report_dir": str(spec.folder / "reports")}
+    extra: dict[str, str] = {**dict(spec.run_vars), "log_dir": str(spec.folder / "logs"),
+                             "report_dir": str(spec.folder / "reports")}
     if spec.apt.guest_url:
         extra["apt_proxy"] = spec.apt.guest_url
     packer_cfg = plan.load_packer(spec.config, spec.variant, extra)

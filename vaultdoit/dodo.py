@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, state
+from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, reporter, runvars, state
 from vaultdoit.exits import exit_on_error
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
 
 @functools.cache
-def project(root: Path, profile: str | None) -> plan.Project:
+def project(root: Path, profile: str | None, variables: runvars.RunVars = ()) -> plan.Project:
     """The planned project: from the last run's plan while nothing it read has changed."""
-    kept = root / "build" / ".vaultdoit-plans" / f"{profile or '-'}.pickle"
-    return plancache.cached(kept, lambda: plan.load_project(root, profile))
+    kept = root / "build" / ".vaultdoit-plans" / f"{profile or '-'}{runvars.suffix(variables)}.pickle"
+    return plancache.cached(kept, lambda: plan.load_project(root, profile, variables))
 
 
 def _var(name: str) -> str | None:
@@ -102,7 +102,8 @@ def setup(dodo_file: str) -> dict[str, Any]:
     """
     root = Path(dodo_file).resolve().parent
     with exit_on_error():
-        proj = project(root, _profile_arg())
+        run = runvars.from_doit()  # var.NAME=value, keep_failed=1
+        proj = runvars.apply(project(root, _profile_arg(), run.variables), run)
         cfg = proj.config
         chosen = _variants(proj)
         build_lock = _take_lock(root)
@@ -122,6 +123,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
         "check_file_uptodate": checker.make_checker(digests(proj)),
         "par_type": "thread",  # the work is subprocesses; threads are enough
         "verbosity": 2,
+        **reporter.doit_config(proj),  # progress, summary and report; `doit list` in build order
     }
 
     def task_vaultdoit() -> Iterator[dict[str, Any]]:

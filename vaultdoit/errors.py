@@ -133,3 +133,11 @@ def shown_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str
     absolute = os.path.abspath(text)
     cwd = os.getcwd()
     return os.path.relpath(absolute, cwd) if absolute.startswith(cwd + os.sep) else text
+
+
+class RemoteError(VaultError):
+    """The shared stage cache (an OCI registry) cannot be reached or refused a request."""
+
+
+class RemoteDataError(RemoteError):
+    """What the shared stage cache sent is not what it promised (digest, size, layout)."""

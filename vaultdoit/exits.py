@@ -12,9 +12,10 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vaultdoit.errors import CommandFailed, LockBusy, Stalled, VaultError, os_error
+from vaultdoit.errors import CommandFailed, LockBusy, RemoteError, Stalled, VaultError, os_error
 
 EXIT_FAILED, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_WOULD_RUN = EXIT_FAILED  # `status`: a task would run (CI gates on it)
 
 
 def _say(text: str) -> None:
@@ -30,8 +31,9 @@ def exit_on_error(debug: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         _say("vaultdoit: interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    except (CommandFailed, Stalled, LockBusy) as err:
-        # LockBusy too: the project is fine, the same command succeeds later.
+    except (CommandFailed, Stalled, LockBusy, RemoteError) as err:
+        # LockBusy too: the project is fine, the same command succeeds later; RemoteError: the
+        # registry failed (`vaultdoit cache push|pull`), not the project.
         _say(f"vaultdoit: error: {err}")
         sys.exit(EXIT_FAILED)
     except VaultError as err:

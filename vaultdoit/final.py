@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultdoit import proc, qemu_img
+from vaultdoit import progress, proc, qemu_img
 from vaultdoit.config import FinalConfig
 from vaultdoit.errors import ArtifactError
 from vaultdoit.checker import hash_file
@@ -47,7 +47,8 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.stem}-", dir=out.parent))
     try:
         tmp = scratch / out.name
-        proc.run(convert_argv(top, tmp, cfg), logfile=logfile, echo=True)
+        with progress.meter(f"flatten into {out.name}", unit="%") as meter:
+            proc.run(convert_argv(top, tmp, cfg), logfile=logfile, echo=True, progress=meter.percent_line)
         qemu_img.check(tmp, logfile=logfile)
         data = qemu_img.info(tmp)
         if data.get("backing-filename"):

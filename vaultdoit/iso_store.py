@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -174,15 +173,9 @@ def verify_all(store: Path) -> list[tuple[Path, str | None]]:
     return results
 
 
-def _progress(done: int, total: int | None) -> None:
-    if total:
-        sys.stderr.write(f"\r  {done / 2**20:8.1f} / {total / 2**20:.1f} MiB ({100 * done / total:5.1f}%)")
-    else:
-        sys.stderr.write(f"\r  {done / 2**20:8.1f} MiB")
-    sys.stderr.flush()
-
-
 def _download(url: str, part: Path) -> None:
+    from vaultdoit import progress
+
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
@@ -197,12 +190,12 @@ def _download(url: str, part: Path) -> None:
         total = (int(length) + (have if resumed else 0)) if length else None
         mode = "ab" if resumed else "wb"
         done = have if resumed else 0
-        with part.open(mode) as out:
+        with part.open(mode) as out, progress.meter(f"download {file_name(url)}", total) as meter:
+            meter.update(done)
             while chunk := resp.read(CHUNK):
                 out.write(chunk)
                 done += len(chunk)
-                _progress(done, total)
-    sys.stderr.write("\n")
+                meter.update(done)
     if total is not None and part.stat().st_size != total:
         raise VaultError(f"download of {url} ended early ({part.stat().st_size} of {total} bytes)",
                          file=part, hint="run again: the download resumes")

@@ -30,7 +30,8 @@ ENV = "VAULTDOIT_LOCK"
 MODES = ("wait", "fail")
 
 # doit commands that only read the project and its state: they never wait for a build.
-READ_ONLY_COMMANDS = frozenset({"list", "info", "help", "dumpdb", "tabcompletion"})
+# explain and status are vaultdoit's doit commands (vaultdoit/doit_cmds.py): they only read.
+READ_ONLY_COMMANDS = frozenset({"list", "info", "help", "dumpdb", "tabcompletion", "explain", "status"})
 
 # Locks this process holds, by lock file: the dodo file may be loaded twice in
 # one process (doit auto), and a second flock on a new descriptor would wait for
@@ -54,7 +55,7 @@ def doit_command(args: Sequence[str]) -> str:
     except CmdParseError:
         rest = list(args)
     words = [a for a in rest if not (a[:1] != "-" and "=" in a)]
-    commands = {cmd.get_name() for cmd in DoitMain.DOIT_CMDS}
+    commands = {cmd.get_name() for cmd in DoitMain.DOIT_CMDS} | {"explain", "status"}  # doit_cmds.py
     return words[0] if words and words[0] in commands else "run"
 
 

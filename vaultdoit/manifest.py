@@ -76,6 +76,8 @@ def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], roo
             "parent": stage.parent,
             "image": _rel(stage.output, root),
             "input_digest": keys_by_name[stage.id],
+            "key": keys_by_name[stage.id],
+            "pulled_from": (record.get("pulled") or {}).get("from"),
             "settings_digest": record.get("settings_digest") or keys.sha256_text(keys.canonical(stage.settings)),
             "inputs": dict(sorted((record.get("inputs") or {}).items())),
             "tools": record.get("tools") or {},

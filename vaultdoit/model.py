@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 
+MISSING_YET = " does not exist yet"  # Unknown.reason ending of a file function's file not there (yet)
+
+
 @dataclass(frozen=True)
 class Unknown:
     """A template value that cannot be computed before the build (an unset variable, a
@@ -137,6 +140,23 @@ class AptRoute:
 
 
 @dataclass(frozen=True)
+class RemoteCache:
+    """The shared stage cache of a build (an OCI registry repository), resolved when planned."""
+
+    repository: str  # "<registry>[:port]/<repository>"
+    push: bool = True  # push the stages built here
+    chunk_size: int = 256 * 2**20  # largest layer
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Where the accelerator probe finds a kernel and keeps its verdict (plain data, for task dicts)."""
+
+    kernels: tuple[Path, ...] = ()  # candidates, first existing one is booted
+    cache_dir: Path | None = None  # cache/probe of the project; None: keep nothing on disk
+
+
+@dataclass(frozen=True)
 class StageBuild:
     """Everything one stage build needs, planned before it runs (the action's only argument)."""
 
@@ -153,7 +173,8 @@ class StageBuild:
     accelerator: str = "auto"
     ansible_cfg: Path | None = None
     stall_timeout: float = 0.0  # 0: the stage decides
-    probe: Any = None  # vaultdoit.accel.ProbeSpec: the kernels the accelerator probe may boot
+    keep_failed: Path | None = None  # where a failed build's disk is kept (build/<profile>/failed); None: removed
+    probe: ProbeSpec | None = None  # the kernels the accelerator probe may boot
     # Bootstrapped stages only: the bootstrap's own spec (vaultdoit.bootstrap.BootstrapSpec).
     bootstrap: Any = None
     workdir: Path | None = None
@@ -166,6 +187,8 @@ class StageBuild:
     vm: Any = None
     vm_vars: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
     port_vars: tuple[str, ...] = ()
+    remote: RemoteCache | None = None  # the shared stage cache, if any (vaultdoit/remote.py)
+    reports: Path | None = None  # where stages leave their reports (build/<profile>/reports)
 
     @property
     def parent(self) -> Stage | None:

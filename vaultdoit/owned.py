@@ -47,7 +47,13 @@ def check_output_folder(folder: Path, cfg: ProjectConfig, *, what: str, file: An
 
 def check_disjoint(outputs: Mapping[Path, str], root: Path, keep: Sequence[Path] = ()) -> None:
     """No stage's output folder may contain another stage's output or ``keep`` (state, caches)."""
-    folders = {image.parent: name for image, name in outputs.items()}
+    folders: dict[Path, str] = {}
+    for image, name in outputs.items():
+        if image.parent in folders:
+            # A rebuild moves its stage's whole folder aside: the other image would go with it.
+            raise GraphError(f'stages "{folders[image.parent]}" and "{name}" share the output folder '
+                             f"{os.path.relpath(image.parent, root)}", hint="give each stage a folder of its own")
+        folders[image.parent] = name
     for folder, name in folders.items():
         for precious in keep:
             if inside(precious, folder):

@@ -138,9 +138,11 @@ def write_var_file(path: Path, variables: Mapping[str, Any]) -> Path | None:
 
 
 def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
-               explicit_var_files: Sequence[Path]) -> list[str]:
-    """``packer build`` of one source of a template folder."""
+               explicit_var_files: Sequence[Path], on_error: str | None = None) -> list[str]:
+    """``packer build`` of one source of a template folder (``on_error``: Packer's ``-on-error``)."""
     argv = ["packer", "build", "-color=false", "-timestamp-ui", f"-only={only}"]
+    if on_error is not None:
+        argv.append(f"-on-error={on_error}")
     for var_file in explicit_var_files:
         argv.append(f"-var-file={var_file}")
     for name, value in sorted(variables.items()):
@@ -179,7 +181,7 @@ def recover(state_dir: Path, stage: Stage) -> None:
 
 def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env: Mapping[str, str],
                 cwd: Path, state_dir: Path, logfile: Path, watch: Callable[[], str | None] | None = None,
-                watch_interval: float = 5.0) -> None:
+                watch_interval: float = 5.0, keep_failed: Callable[[Path], None] | None = None) -> None:
     """Run Packer for ``stage`` so that its image appears complete or not at all.
 
     Packer writes into the template's output_directory and refuses an existing
@@ -188,6 +190,8 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     next run sees it, restores the previous image and rebuilds. ``backing`` is
     what the new image must be an overlay on (the parent's image or a root image).
     ``watch`` (the stall watchdog) is called every ``watch_interval`` s while Packer runs.
+    ``keep_failed`` is given the folder of a failed build (not of an interrupted one)
+    before it is removed: it may move it away to keep the disk.
     """
     folder = stage.output.parent
     if not owned.is_ours(folder, cwd):
@@ -199,7 +203,7 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
     marker = marker_path(state_dir, stage)
-    marker.write_text(json.dumps({"stage": stage.name, "output": str(stage.output)}))
+    marker.write_text(json.dumps({"stage": stage.id, "output": str(stage.output)}))
     if folder.exists():
         shutil.rmtree(prev, ignore_errors=True)
         os.replace(folder, prev)
@@ -210,7 +214,9 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
         qemu_img.check_stage(stage.output, backing)
         if backing is not None:
             qemu_img.rebase_relative(stage.output, backing, logfile=logfile)
-    except BaseException:
+    except BaseException as exc:
+        if keep_failed is not None and isinstance(exc, Exception) and folder.exists():
+            keep_failed(folder)
         shutil.rmtree(folder, ignore_errors=True)
         if prev.exists():
             os.replace(prev, folder)

@@ -7,6 +7,7 @@ build/<profile>/.vaultdoit/          state: doit's DB, digests, markers, var fil
 build/<profile>/reports/             what shared stages report (package lists)
 build/<profile>/reports/<variant>/   what a variant's own stages report, and its boot-test reports
 build/<profile>/dev/<stage>/         development images of tag-scoped runs
+build/<profile>/failed/<stage>/      a failed build's disk, with keep_failed
 build/logs/<profile>/                logs of the tasks shared by every image
 build/logs/<profile>/<variant>/      logs of a variant's own tasks (stage, final_image, verify)
 build/final/<image_name>.qcow2       the final image (several images: <image_name>-<image>.qcow2)
@@ -105,6 +106,14 @@ class BuildPaths:
     @property
     def bootstrap_workdir(self) -> Path:
         return self.build_dir / "tmp"
+
+    @property
+    def failed_dir(self) -> Path:
+        """Where ``keep_failed`` puts a failed stage's disk (``failed/<stage>/``): never a stage's folder."""
+        return self.build_dir / "failed"
+
+    def failed_disk(self, stage_id: str, image_name: str) -> Path:
+        return self.failed_dir / safe(stage_id) / image_name
 
     def dev_dir(self, stage_id: str) -> Path:
         """The development image of a tag-scoped run (``dev:<stage>``)."""

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit import config as config_mod
-from vaultdoit import keys, owned, variants
+from vaultdoit import keys, owned, runvars, variants
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
 from vaultdoit.config import ProjectConfig, VariantConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
 from vaultdoit.inputs import Collector, extra_var_files
 from vaultdoit.iso_store import check_spec, file_name
-from vaultdoit.model import GUEST_HOST, AptRoute, Image, PackerConfig, PackerSource, Provisioner, Stage, Unknown
+from vaultdoit.model import (GUEST_HOST, MISSING_YET, AptRoute, Image, PackerConfig, PackerSource, Provisioner,
+                             Stage, Unknown)
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -54,6 +55,7 @@ class Project:
     warnings: tuple[str, ...] = ()
     apt: AptRoute = AptRoute()  # the APT proxy the builds use
     variants: tuple[str, ...] = ()  # the profile's variants, as declared
+    run_vars: runvars.RunVars = ()  # the run's var.NAME=value (see runvars.py)
 
     @property
     def top(self) -> Stage:
@@ -339,6 +341,7 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
         found.qemuargs(source, extra_outputs)
         _provisioner_inputs(cfg, source, found, warnings)
         warnings.extend(found.found.warnings)
+        warnings.extend(_unknown_warnings(source, found.found.warnings, _generated(cfg)))
         inputs = found.found.files - {out}
         stages.append(Stage(
             name=source.name, kind="packer", output=out, parent=parent,
@@ -349,6 +352,34 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
             doc=f"packer build {source.only} ({os.path.relpath(source.file, root)})",
         ))
     return stages, warnings
+
+
+def _unknown_warnings(source: PackerSource, said: list[str], generated: frozenset[Path]) -> list[str]:
+    """One line per setting that cannot be resolved before the build (not already said as a path,
+    and not waiting for a file the build makes itself, such as its SSH keys)."""
+    lines: list[str] = []
+
+    def expected(value: Unknown) -> bool:
+        return value.reason.endswith(MISSING_YET) and Path(value.reason[:-len(MISSING_YET)]) in generated
+
+    def walk(value: Any, setting: str) -> None:
+        if isinstance(value, Unknown):
+            if not expected(value) and not any(line.startswith(f"{value.where}:") for line in said):
+                lines.append(f"{value.where}: {setting} = {value.text} cannot be resolved before the build "
+                             f"({value.reason}); the stage's key holds its text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{setting}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item, setting)
+
+    for key, value in sorted(source.attrs.items()):
+        walk(value, key)
+    for index, prov in enumerate(source.provisioners):
+        for key, value in sorted(prov.settings.items()):
+            walk(value, f"provisioner {index + 1} ({prov.type}) {key}")
+    return lines
 
 
 def _backed(source: PackerSource) -> bool:
@@ -382,7 +413,8 @@ def _order(stages: list[Stage]) -> list[Stage]:
 
 def load_packer(cfg: ProjectConfig, variant: VariantConfig | None, overrides: Mapping[str, Any]) -> PackerConfig:
     """The template folder read with the values of ``variant`` (None: no variants); ``overrides``
-    rank above everything (the log and report folders of the build, see variants.locations)."""
+    rank above everything (the run's ``var.NAME=value``, then the log and report folders of the
+    build, see variants.locations)."""
     from vaultdoit import hcl  # imports python-hcl2: only when the plan is not cached
 
     defaults = dict(cfg.variables)
@@ -394,10 +426,11 @@ def load_packer(cfg: ProjectConfig, variant: VariantConfig | None, overrides: Ma
                                overrides=overrides)
 
 
-def _load_packer(cfg: ProjectConfig, variant: VariantConfig | None, location: str | None) -> PackerConfig:
-    """``load_packer`` with the log and report folders of a build for ``location`` (a variant's
-    name, or None for a build shared by every variant)."""
-    return load_packer(cfg, variant, variants.locations(cfg.paths, location))
+def _load_packer(cfg: ProjectConfig, variant: VariantConfig | None, location: str | None,
+                 run: runvars.RunVars) -> PackerConfig:
+    """``load_packer`` with the run's variables and the log and report folders of a build for
+    ``location`` (a variant's name, or None for a build shared by every variant)."""
+    return load_packer(cfg, variant, {**dict(run), **variants.locations(cfg.paths, location)})
 
 
 def planned_with(project: Project, stage: Stage) -> VariantConfig | None:
@@ -408,8 +441,11 @@ def planned_with(project: Project, stage: Stage) -> VariantConfig | None:
     return next(v for v in found if v.name == stage.variant) if stage.variant else found[0]
 
 
-def load_project(root: Path, profile: str | None = None) -> Project:
-    """Read vault.toml, the templates and the playbooks under ``root`` into a Project."""
+def load_project(root: Path, profile: str | None = None, variables: runvars.RunVars = ()) -> Project:
+    """Read vault.toml, the templates and the playbooks under ``root`` into a Project.
+
+    ``variables`` are per-run Packer variables (see runvars.py): as Packer's ``-var``, over all others.
+    """
     cfg = config_mod.load(root, profile)
     stages = _bootstrap_stages(cfg)
     known = {s.output: s.name for s in stages}
@@ -417,7 +453,7 @@ def load_project(root: Path, profile: str | None = None) -> Project:
     paths = cfg.paths
     warnings: list[str] = []
     if not cfg.variants:
-        packer_cfg = _load_packer(cfg, None, None)
+        packer_cfg = _load_packer(cfg, None, None, variables)
         packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs, variants.places(paths, None))
         stages += packer_stages
     else:
@@ -426,18 +462,19 @@ def load_project(root: Path, profile: str | None = None) -> Project:
         passes: dict[str, list[Stage]] = {}
         first: PackerConfig | None = None
         for variant in cfg.variants:
-            packer_variant = _load_packer(cfg, variant, variant.name)
+            packer_variant = _load_packer(cfg, variant, variant.name, variables)
             first = first or packer_variant
             found, said = _packer_stages(cfg, packer_variant, known, extra_outputs,
                                          variants.places(paths, variant.name))
             bootstrapped = {s.id for s in stages}
             passes[variant.name] = [s for s in _order(stages + found) if s.id not in bootstrapped]
             warnings += said
-        packer_cfg = _load_packer(cfg, cfg.variants[0], None)
+        packer_cfg = _load_packer(cfg, cfg.variants[0], None, variables)
         shared, _ = _packer_stages(cfg, packer_cfg, known, extra_outputs, variants.places(paths, None))
         merged, said = variants.combine([v.name for v in cfg.variants], passes, shared, root)
         stages += merged
         warnings += said
+    runvars.check_declared(variables, packer_cfg.variables, cfg.packer_dir)
     if not stages:
         raise GraphError('no stages: no build block builds a source "qemu"', file=cfg.packer_dir,
                          hint="add a qemu source and a build block, or check packer_dir")
@@ -450,7 +487,7 @@ def load_project(root: Path, profile: str | None = None) -> Project:
                           hint="name one of: " + ", ".join(dict.fromkeys(s.name for s in ordered)))
     return Project(config=cfg, packer=packer_cfg, stages=tuple(ordered), images=variants.images(ordered, cfg.top),
                    warnings=tuple(dict.fromkeys(warnings)), apt=_apt_route(cfg, packer_cfg),
-                   variants=tuple(v.name for v in cfg.variants))
+                   variants=tuple(v.name for v in cfg.variants), run_vars=tuple(variables))
 
 
 def _apt_route(cfg: ProjectConfig, packer_cfg: PackerConfig | None) -> AptRoute:

@@ -46,6 +46,7 @@ PACKAGES: dict[str, str] = {
     "apt-cacher-ng": "apt-cacher-ng",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
+    "xdg-open": "xdg-utils",
     "ansible-playbook": "ansible-core (pip install ansible-core)",
     "docker-registry": "docker-registry",
 }
@@ -190,8 +191,10 @@ def stop_all(grace: float = STOP_GRACE) -> None:
 
 def _echo(chunk: bytes) -> None:
     """Copy program output to our stderr, which doit may have swapped for a text buffer."""
+    from vaultdoit import progress
+
     stream = sys.stderr
-    buffer = getattr(stream, "buffer", None)
+    buffer = None if progress.live_active() else getattr(stream, "buffer", None)
     if buffer is not None:
         buffer.write(chunk)
     else:
@@ -199,14 +202,56 @@ def _echo(chunk: bytes) -> None:
     stream.flush()
 
 
-def _pump(stream: IO[bytes], out: IO[bytes] | int) -> None:
-    """Copy a program's output to our stderr and its log as it arrives."""
-    # Chunks, not lines: progress bars (qemu-img -p) redraw with \r.
-    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
-        _echo(chunk)
+REDRAW_LIMIT = 65536  # bytes of output without a line end after which it is passed on anyway
+
+
+def _pump(stream: IO[bytes], out: IO[bytes] | int, on_progress: Callable[[str], None] | None = None) -> None:
+    """Copy a program's output to our stderr and its log, line by line as it arrives.
+
+    A piece ending in ``\r`` redraws a progress display (``qemu-img -p``): it goes
+    to ``on_progress`` if given, else to a terminal as it is, never to the log or
+    to a non-terminal, where only the last state before the next line is kept.
+    """
+    from vaultdoit import progress
+
+    redraw = progress.redraws(sys.stderr) and on_progress is None
+    pending = b""
+    last_redraw: bytes | None = None
+
+    def line(piece: bytes) -> None:
+        nonlocal last_redraw
+        shown: bytes | None = piece + b"\n"
+        if not piece.strip() and last_redraw is not None:
+            # A progress display ends with a line end: keep its final state in the log.
+            piece = last_redraw.strip()
+            shown = b"\n" if redraw else None if on_progress is not None else piece + b"\n"
+        last_redraw = None
+        if shown is not None:
+            _echo(shown)
         if not isinstance(out, int):
-            out.write(chunk)
+            out.write(piece + b"\n")
             out.flush()  # so `tail -f` on the log follows the build
+
+    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+        pending += chunk
+        while True:
+            cut = min((i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1)
+            if cut < 0:
+                break
+            piece, end, pending = pending[:cut], pending[cut:cut + 1], pending[cut + 1:]
+            if end == b"\n":
+                line(piece)
+            elif piece.strip():
+                last_redraw = piece
+                if on_progress is not None:
+                    on_progress(piece.decode("utf-8", "replace"))
+                elif redraw:
+                    _echo(piece + b"\r")
+        if len(pending) > REDRAW_LIMIT:
+            line(pending)
+            pending = b""
+    if pending or last_redraw is not None:
+        line(pending)
 
 
 def _wait(proc: subprocess.Popen[bytes], args: list[str], *, timeout: float | None,
@@ -251,6 +296,7 @@ def run(
     watch: Callable[[], str | None] | None = None,
     watch_interval: float = 1.0,
     daemon: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> str:
     """Run ``argv`` to completion; return its stdout when ``capture`` is set.
 
@@ -259,7 +305,9 @@ def run(
     ``watch`` (not with ``capture``) is called every ``watch_interval`` seconds
     while the program runs; a non-empty answer stops it and raises Stalled with
     that text. ``daemon``: the program starts a service that must keep running
-    after it exits (apt-cacher-ng), so it runs without the supervisor.
+    after it exits (apt-cacher-ng), so it runs without the supervisor. With
+    ``echo``, ``progress`` gets the lines a program redraws with ``\r``
+    (``qemu-img -p``) instead of the terminal and the log.
     Raises ToolNotFound, CommandFailed or Stalled.
     """
     args, cmdline = _resolve(argv)
@@ -292,7 +340,7 @@ def run(
                 proc.stdin.write(stdin)
                 proc.stdin.close()
             if echo and proc.stdout:
-                pump = threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True)
+                pump = threading.Thread(target=_pump, args=(proc.stdout, out, progress), daemon=True)
                 pump.start()
             _wait(proc, args, timeout=timeout, watch=watch, interval=watch_interval)
             if pump is not None:
@@ -347,6 +395,34 @@ def spawn(
         _release(proc)
         out.close()
 
+
+
+def interactive(argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None,
+                started: Callable[[subprocess.Popen[bytes]], None] | None = None) -> int:
+    """Run a program on our terminal (a VM's console, an SSH shell) and return its exit status.
+
+    It stays in our process group so it can read the terminal; ``started`` is called
+    once it runs. Ctrl-C, or any error here, stops it before the exception goes on.
+    """
+    args, cmdline = _resolve(argv)
+    log.debug("+ %s", cmdline)
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(args, env=full_env)
+    try:
+        if started is not None:
+            started(proc)
+        return proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
 
 
 def check_output(argv: Sequence[str | os.PathLike[str]], *, timeout: float = 60.0,

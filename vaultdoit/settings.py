@@ -17,6 +17,10 @@ from vaultdoit.model import DEFAULT_APT_PORT
 
 ALLOWED_PATHS_ENV = "VAULTDOIT_ALLOWED_PATHS"
 PROFILE_ENV = "VAULTDOIT_PROFILE"
+REMOTE_CACHE_ENV = "VAULTDOIT_REMOTE_CACHE"
+REMOTE_PUSH_ENV = "VAULTDOIT_REMOTE_PUSH"
+BUILD_KEY_ENV = "VAULTDOIT_BUILD_KEY"
+ACCESS_KEY_ENV = "VAULTDOIT_ACCESS_KEY"
 COMPRESSIONS = ("zstd", "zlib", "none")
 ACCELERATORS = ("auto", "kvm", "tcg")
 CONFINE_HINT = "keep it under the project folder or list its folder in allowed_paths"
@@ -46,8 +50,13 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
 def _is_strs(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(i, str) for i in v)
+
 
 
 def _is_table(v: Any) -> bool:
@@ -68,6 +77,7 @@ class Kind:
 STRING = Kind("a string", "string", _is_str)
 INTEGER = Kind("an integer", "integer", _is_int)
 SECONDS = Kind("a number of seconds", "seconds", _is_number, float)
+BOOLEAN = Kind("true or false", "boolean", _is_bool)
 STRINGS = Kind("a list of strings", "list of strings", _is_strs, tuple)
 TABLE = Kind("a table", "table", _is_table, shape="table")
 TABLES = Kind("a table of tables", "tables", _is_table, shape="tables")
@@ -112,6 +122,18 @@ APT_PROXY = Check(lambda v: v in ("auto", "off") or re.fullmatch(r"https?://[^\s
 NAME = matching(r"[A-Za-z0-9][A-Za-z0-9._+-]*", "a name (letters, digits, . _ + -)", "name")
 VARIANTS = matching(r"[A-Za-z0-9][A-Za-z0-9._-]*(\s*,\s*[A-Za-z0-9][A-Za-z0-9._-]*)*",
                     '"all", a variant name or names separated by commas', "`all` or names")
+# <host>[:port]/<repository>: the repository in lower case, as OCI names are.
+REPOSITORY = matching(r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+",
+                      "<registry>/<repository>, e.g. registry.example.com/team/vault-stages",
+                      "`<registry>/<repository>`")
+CHUNK = Check(lambda v: bool(re.fullmatch(r"[1-9][0-9]*[KkMmGgTt]?", v)) and size_bytes(v) >= 2**20,
+              'a size of at least 1M, such as "256M" or "1G"', "size, at least `1M`")
+
+
+def size_bytes(text: str) -> int:
+    """"3G" -> bytes (K, M, G, T are powers of 1024; no suffix: bytes)."""
+    scale = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}.get(text[-1:].lower(), 1)
+    return int(text[:-1] if scale > 1 else text) * scale
 
 
 @dataclass(frozen=True)
@@ -218,6 +240,24 @@ SETTINGS: tuple[Setting, ...] = (
             "kernel booted directly, 900 for a disk image with its own boot loader, 1800 for an ISO installer "
             "(which may print nothing for minutes)",
             check=at_least(0), hint="use 0 (automatic) or a number of seconds"),
+    Setting("keep_failed", PROJECT, BOOLEAN, False,
+            "keep a failed stage's VM disk in `build/<profile>/failed/<stage>/` (never as the stage's image: "
+            "the previous good one stays) and print how to boot it with `vaultdoit run failed:<stage>`; Packer "
+            "then runs with `-on-error=abort`, so it leaves the disk; also `doit final_image keep_failed=1`",
+            example="keep_failed = true"),
+    Setting("remote_cache", PROJECT, STRING, None,
+            "an OCI registry repository shared by a team as a stage cache: each needed stage is looked up by "
+            "its key and pulled instead of built; a stage built here is pushed (see [Remote cache]"
+            f"(#remote-cache)); `{REMOTE_CACHE_ENV}` overrides it (`off`: no remote cache on this machine)",
+            check=REPOSITORY, hint='write e.g. remote_cache = "registry.example.com/team/vault-stages"',
+            example='remote_cache = "registry.example.com/team/vault-stages"'),
+    Setting("remote_push", PROJECT, BOOLEAN, True,
+            "push the stages built here to `remote_cache`; per machine, `{env}=0` or `doit ... remote_push=0` "
+            "turn it off and `{env}=1` on".format(env=REMOTE_PUSH_ENV),
+            example="remote_push = false"),
+    Setting("remote_chunk_size", PROJECT, STRING, "256M",
+            "largest layer of a stage in the registry: a bigger image is stored as several layers "
+            "(registries refuse multi-GB blobs)", check=CHUNK, hint='use a size such as "256M" or "1G"'),
     Setting("final", PROJECT, TABLE, None, "how the final image is made (see below)", table=FINAL),
     Setting("verify", PROJECT, TABLE, None, "the boot test of the final image (see below)", table=VERIFY),
     Setting("bootstrap", PROJECT, TABLES, None, "stages built without Packer (see below)", table=BOOTSTRAP),
@@ -468,6 +508,43 @@ vault.toml:9: build_key = "../../id_ed25519" is outside the project (fix: {CONFI
 The `keys` task makes a key's folder private (mode 700), so a key may not sit
 directly in the project folder or in an allowed folder, and it never replaces
 an existing file that has no `.pub` beside it.
+
+## Remote cache
+
+With `remote_cache = "<registry>/<repository>"` (or `{REMOTE_CACHE_ENV}`,
+which overrides the file; `{REMOTE_CACHE_ENV}=off` turns it off on one
+machine), every stage task first looks its stage up in that OCI registry
+repository (Harbor, GHCR, ECR, GitLab's registry, `distribution`): a hit is
+pulled instead of built, a miss is built and then pushed. Stages are found by
+key (see `vaultdoit explain stage:<name>`) and, for a stage on a parent, by
+the exact parent image they were built on. Pulled data is checked against its
+digests before it is used; a registry that cannot be reached or fails is one
+warning line and the stages are built here, never a failed build.
+
+- Credentials come from the usual places, never from the project: `docker
+  login` / `oras login` (`~/.docker/config.json` or `$DOCKER_CONFIG`, with
+  their credential helpers), podman/skopeo's `$REGISTRY_AUTH_FILE`, or
+  `VAULTDOIT_REGISTRY_USER` and `VAULTDOIT_REGISTRY_PASSWORD`.
+- A registry on `localhost` or a loopback address is spoken to over plain
+  HTTP (as docker does); every other one over HTTPS.
+- Pushing: `remote_push = false` in the file (e.g. a committed project that
+  only CI pushes from), `{REMOTE_PUSH_ENV}=0` or `=1` per machine, or
+  `doit final_image remote_push=0` for one run (command line over
+  environment over file).
+- `vaultdoit cache push [STAGE...]` and `vaultdoit cache pull [STAGE...]` do
+  it by hand; a pulled stage counts as up to date for doit.
+
+## Shared keys
+
+The stages log in with the build key and the base stage authorizes its
+public half, so the base's key holds it; the final stage installs the access
+key. Keys made on each machine by the `keys` task therefore give every
+machine its own keys, and no stage is ever shared. A team that shares stages
+(a remote cache, or CI caches through `vaultdoit cache export`/`import`)
+distributes one key pair like any CI secret and names the private key files
+in `{BUILD_KEY_ENV}` and `{ACCESS_KEY_ENV}` (absolute paths): the `keys`
+task copies them to `build_key` and `access_key` (the public half from
+`<file>.pub`, else from `ssh-keygen -y`) instead of making new ones.
 """
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import keys, owned
+from vaultdoit import keys, owned, stage_files
 from vaultdoit.errors import ConfigError
 from vaultdoit.plan import Project
 from vaultdoit.uptodate import settings_changed
@@ -90,6 +90,11 @@ def _verdict(project: Project, task: Any, stage_keys: dict[str, str]) -> str | N
         marker = owned.read_marker(stage.output.parent)
         if marker is None or marker.get("key") != stage_keys.get(stage.id):
             return "its image was built from other inputs" if marker else "no build record beside its image"
+        parent = project.parent(stage)
+        recorded = marker.get("parent_image_sha256")
+        if parent is not None and recorded is not None and recorded != stage_files.image_digest(parent.output):
+            # Same key, but an overlay on other bytes (a parent rebuilt, or brought from elsewhere).
+            return "its image is an overlay on another image of its parent"
         return None
     image = next((i for i in project.images if i.task("final_image") == task.name), None)
     if image is not None:
@@ -137,3 +142,10 @@ def adopt(project: Project, path: Path) -> list[tuple[str, str | None]]:
                     deps.save_success(task)
                 results.append((task.name, reason))
     return results
+
+
+def forget(project: Project, path: Path, tasks: list[str]) -> None:
+    """Drop doit's records of ``tasks`` (they run next time), as `doit forget` does."""
+    with _dependency(project, path) as deps:
+        for name in tasks:
+            deps.remove(name)

@@ -26,7 +26,6 @@ on the caller's import path.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import sys
@@ -50,6 +49,8 @@ class _Terminate(Exception):
 
 
 def _set_subreaper() -> None:
+    import ctypes  # here, not at the top: proc.py imports this module on every run
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()

@@ -117,13 +117,19 @@ def _opt(value: str | os.PathLike[str]) -> str:
     return os.fspath(value).replace(",", ",,")
 
 
-def qemu_argv(spec: BootSpec, accel_name: str, port: int, qmp_socket: Path, serial_log: Path) -> list[str]:
-    """The QEMU command line of a boot test (pure: no files or processes touched)."""
+def qemu_argv(spec: BootSpec, accel_name: str, port: int, qmp_socket: Path | None, serial_log: Path | str,
+              *, reboot: bool = False) -> list[str]:
+    """The QEMU command line of a boot test (pure: no files or processes touched).
+
+    ``serial_log``: a file for the console, or a character device as QEMU writes it
+    (``mon:stdio`` for a console on the terminal). ``reboot``: let the guest reboot.
+    """
+    serial = f"file:{serial_log}" if isinstance(serial_log, Path) else serial_log
     argv = [
         "qemu-system-x86_64",
         "-nodefaults", "-no-user-config", "-display", "none",
         # A boot test never reboots: a reset (panic=N, reboot loop) ends QEMU and the test at once.
-        "-no-reboot",
+        *([] if reboot else ["-no-reboot"]),
         "-accel", accel_name, "-cpu", "host" if accel_name == "kvm" else "max",
         "-m", str(spec.memory), "-smp", str(spec.cpus),
         # snapshot=on: guest writes go to a throwaway overlay, never to the image.
@@ -131,9 +137,10 @@ def qemu_argv(spec: BootSpec, accel_name: str, port: int, qmp_socket: Path, seri
         # Loopback only: the guest's sshd is never reachable from the network.
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=n0",
-        "-serial", f"file:{serial_log}",
-        "-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off",
+        "-serial", serial,
     ]
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off"]
     if spec.kernel is not None:
         argv += ["-kernel", str(spec.kernel), "-append", spec.append]
         if spec.initrd is not None:

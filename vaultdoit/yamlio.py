@@ -246,8 +246,16 @@ def load_yaml(path: Path) -> Any:
         raise PlaybookError(f"{exc.problem} at line {exc.line}", file=path, hint=exc.hint) from None
     except yaml.MarkedYAMLError as exc:
         raise PlaybookError(_yaml_problem(exc), file=path, hint="fix the YAML syntax") from exc
+    except yaml.reader.ReaderError as exc:  # bytes that are not text in the encoding
+        raise PlaybookError(f"not UTF-8 text (byte 0x{exc.character:02x} at byte {exc.position})"
+                            if isinstance(exc.character, int) else "not UTF-8 text",
+                            file=path, hint="save the file as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise PlaybookError(f"invalid YAML: {exc}", file=path, hint="fix the YAML syntax") from exc
+        raise PlaybookError(f"invalid YAML: {_one_line(exc)}", file=path, hint="fix the YAML syntax") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def loads(text: str) -> Any:
@@ -264,7 +272,7 @@ def loads(text: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         raise ValueError(_yaml_problem(exc)) from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"invalid YAML: {exc}") from None
+        raise ValueError(f"invalid YAML: {_one_line(exc)}") from None
 
 
 def _parse(data: bytes | str) -> Any:

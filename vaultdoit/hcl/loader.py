@@ -24,7 +24,7 @@ from vaultdoit.hcl.evaluate import (
 )
 from vaultdoit.hcl.functions import FUNCTIONS, TypeSpec, convert, type_spec
 from vaultdoit.hcl.syntax import Attribute, Block, Body, HCLSyntaxError, parse_expression, read_file
-from vaultdoit.model import PackerConfig, PackerSource, Provisioner, Unknown
+from vaultdoit.model import MISSING_YET, PackerConfig, PackerSource, Provisioner, Unknown
 
 __all__ = ["load_packer_dir", "SOURCE_GRAPH_ATTRS", "STABLE_ATTRS", "PROVISIONER_GRAPH_ATTRS", "ANSIBLE_TYPES",
            "UNSET_HINT"]
@@ -785,7 +785,7 @@ def _lenient(node: Node, scope: Scope, what: str) -> Any:
         # building the stage says so if it is still missing then; listing works meanwhile.
         effects.reads.add(exc.path)
         return Unknown(text=node.loc.text, where=exc.where or node.loc.where,
-                       reason=f"{exc.path} does not exist yet")
+                       reason=f"{exc.path}{MISSING_YET}")
     except EvalError as exc:
         raise TemplateError(f"{what}: {exc.message}", file=exc.where or node.loc.where, hint=exc.hint) from None
     except RecursionError:

@@ -6,24 +6,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from doit.tools import run_once
-
 from vaultdoit import apt_proxy
 from vaultdoit.plan import Project, pubkey, wheel_manifest
 from vaultdoit.tasks.common import action, log, rel, rels
-from vaultdoit.uptodate import settings_changed
+from vaultdoit.uptodate import check, run_once, settings_changed
 
 
 def keys_task(project: Project) -> dict[str, Any]:
     """SSH key pairs: the build key (removed from the image) and the access key (kept)."""
     cfg = project.config
     keys = [cfg.build_key, cfg.access_key]
+    # A team's shared keys (VAULTDOIT_BUILD_KEY, VAULTDOIT_ACCESS_KEY) are copied into place:
+    # stages built on different machines then hold the same public keys, so they share keys.
+    shared = {key: source for key, source in ((cfg.build_key, cfg.build_key_from),
+                                              (cfg.access_key, cfg.access_key_from)) if source is not None}
     return {
         "basename": "keys",
-        "doc": "create the build and access SSH keys (once)",
-        "actions": [(action("make_keys"), [keys, log(project, "keys")])],
+        "doc": "create the build and access SSH keys (once), or copy the team's shared ones",
+        "actions": [(action("make_keys"), [keys, log(project, "keys")], {"shared": shared})],
+        "file_dep": sorted(str(source) for source in shared.values()),
         "targets": rels(project, [p for k in keys for p in (k, pubkey(k))]),
-        "uptodate": [run_once],
+        "uptodate": [run_once()],
+        "meta": {"vaultdoit": {"kind": "keys", "log": rel(project, log(project, "keys"))}},
     }
 
 
@@ -41,6 +45,8 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
         "file_dep": [rel(project, cfg.requirements)],
         "targets": [rel(project, manifest)],
         "clean": True,
+        "meta": {"vaultdoit": {"kind": "wheels", "log": rel(project, log(project, "cache:wheels")),
+                               "manifest": rel(project, manifest)}},
     }
 
 
@@ -57,7 +63,9 @@ def apt_proxy_task(project: Project) -> dict[str, Any] | None:
         "basename": "cache:apt",
         "doc": f"start the build's apt-cacher-ng on 127.0.0.1:{proxy.port} (cache in cache/apt)",
         "actions": [(action("start_apt_proxy"), [proxy, log(project, "cache:apt")])],
-        "uptodate": [serving],
+        "uptodate": [check(serving, f"serving(apt-cacher-ng on 127.0.0.1:{proxy.port}, this configuration)",
+                           "the APT proxy is not running (or runs with another configuration)")],
+        "meta": {"vaultdoit": {"kind": "apt", "log": rel(project, log(project, "cache:apt"))}},
     }
 
 
@@ -67,15 +75,15 @@ def managed_proxy(project: Project) -> apt_proxy.AptProxy | None:
     return apt_proxy.AptProxy(route.managed_root, route.managed_port) if route.managed_root is not None else None
 
 
-def unchanged(path: Path) -> Any:
+def unchanged(path: Path) -> check:
     """uptodate check: the ISO-store file is the one that was verified."""
-    def check() -> bool:
+    def verified() -> bool:
         from vaultdoit import iso_store
 
         return iso_store.is_verified(path) or not path.exists()
 
-    check.__name__ = f"verified({path.name})"
-    return check
+    return check(verified, f"verified({path.name} unchanged since its checksum was verified)",
+                 f"{path.name} changed since it was verified")
 
 
 def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
@@ -94,6 +102,7 @@ def iso_tasks(project: Project) -> Iterator[dict[str, Any]]:
             # The file is the cache: once present and verified it is never fetched again,
             # unless it changed since it was verified (then it is checked again).
             "uptodate": [settings_changed({"url": url, "checksum": checksum}, "iso"), unchanged(cached)],
+            "meta": {"vaultdoit": {"kind": "iso", "file": rel(project, cached)}},
         }
 
 

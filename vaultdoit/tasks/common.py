@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from pathlib import Path
 
-from vaultdoit.accel import ProbeSpec
 from vaultdoit.keys import relpath
-from vaultdoit.model import Stage
+from vaultdoit.model import ProbeSpec, Stage
 from vaultdoit.plan import Project
 from vaultdoit.watchdog import qemuarg_values
 

@@ -49,7 +49,7 @@ def dev_spec(project: Project, stage: Stage) -> DevSpec:
                          kernel=kernel, initrd=initrd)
     return DevSpec(stage=stage, task=f"dev:{stage.id}", config=cfg, variant=planned_with(project, stage),
                    folder=folder, boot=boot, verify=verify, ansible_cfg=cfg.ansible_cfg,
-                   facts=paths.facts(f"dev-{stage.id}"), apt=project.apt)
+                   facts=paths.facts(f"dev-{stage.id}"), apt=project.apt, run_vars=project.run_vars)
 
 
 def dev_task(project: Project, stage: Stage) -> dict[str, Any]:

@@ -76,6 +76,8 @@ def final_image_task(project: Project, image: Image | None = None) -> dict[str, 
         # Compression settings decide the file but not the stages: only this task re-runs.
         "uptodate": [settings_changed(asdict(cfg.final), "final")],
         "clean": True,
+        "meta": {"vaultdoit": {"kind": "final", "image": rel(project, out), "top": top.id, "variant": image.variant,
+                               "log": rel(project, log(project, task, image.variant))}},
     }
 
 
@@ -108,18 +110,29 @@ def verify_task(project: Project, image: Image | None = None) -> dict[str, Any]:
     cfg = project.config
     image = image or project.images[0]
     spec = boot_spec(project, image)
-    report = cfg.paths.verify_report(image.name, image.variant)
+    report = verify_report(project, image)
+    junit = report.with_name(report.stem + ".junit.xml")
     task = image.task("verify")
+    # The boot test logs in with the access key, which the keys task makes.
+    key = [spec.key] if spec.key in (cfg.access_key, cfg.build_key) else []
     return {
         "basename": task,
         "doc": f"boot {spec.image.name} on a throwaway snapshot and check it over SSH",
-        "actions": [(action("verify_image"), [spec, report], {"label": task})],
-        "file_dep": rels(project, final_outputs(project, image)),
-        "targets": [rel(project, report)],
+        "actions": [(action("verify_image"), [spec, report, junit], {"label": task})],
+        "file_dep": rels(project, [*final_outputs(project, image), *key]),
+        "targets": rels(project, [report, junit]),
         "uptodate": [settings_changed({"units": list(cfg.verify.units), "checks": list(cfg.verify.checks),
                                        "user": cfg.verify.user}, "verify")],
         "clean": True,
+        "meta": {"vaultdoit": {"kind": "verify", "report": rel(project, report), "junit": rel(project, junit),
+                               "log": rel(project, spec.log_dir / "serial.log"), "variant": image.variant}},
     }
+
+
+def verify_report(project: Project, image: Image | None = None) -> Path:
+    """The boot test's JSON report of ``image`` (default: the first; its JUnit XML goes beside it)."""
+    image = image or project.images[0]
+    return project.config.paths.verify_report(image.name, image.variant)
 
 
 def selected(project: Project, variants: Sequence[str] | None) -> list[Image]:

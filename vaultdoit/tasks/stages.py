@@ -7,9 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 from vaultdoit import resources
-from vaultdoit.plan import Project
+from vaultdoit.plan import Project, wheel_manifest
 from vaultdoit.model import Stage, StageBuild
-from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, stall_timeout, variant_note
+from vaultdoit.remote import spec as remote_spec
+from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, reports, stall_timeout, variant_note
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
@@ -43,7 +44,8 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
     task = f"stage:{stage.id}"
     build = StageBuild(stage=stage, ancestors=tuple(project.chain(stage)[:-1]), root=cfg.root,
                        state_dir=paths.state_dir, logfile=log(project, task, stage.variant),
-                       digests=paths.digests, apt=project.apt, paths=paths, task=task)
+                       digests=paths.digests, apt=project.apt, paths=paths, task=task,
+                       remote=remote_spec(cfg), reports=reports(project, stage.variant))
     if stage.kind == "packer":
         assert stage.packer is not None
         assigned = {name: stage.packer.variables[name] for name in stage.packer.assigned}
@@ -54,7 +56,8 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
                        stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project),
                        folders=(paths.logs(stage.variant), paths.reports(stage.variant)),
                        vm=vm, vm_vars=vm_vars,
-                       port_vars=tuple(v for v in resources.PORT_VARS if v in stage.packer.variables))
+                       port_vars=tuple(v for v in resources.PORT_VARS if v in stage.packer.variables),
+                       keep_failed=cfg.failed_dir if cfg.keep_failed else None)
     return replace(build, bootstrap=project.bootstrap_spec(stage), workdir=paths.bootstrap_workdir)
 
 
@@ -77,6 +80,22 @@ def stage_task(project: Project, stage: Stage) -> dict[str, Any]:
         # Ordering only: the proxy must serve before a stage installs packages.
         "task_dep": ["cache:apt"] if project.apt.managed_root is not None else [],
         "clean": True,
+        "meta": {"vaultdoit": stage_meta(project, stage)},
+    }
+
+
+def stage_meta(project: Project, stage: Stage) -> dict[str, Any]:
+    """What the run's progress, summary and report show about the stage (plain, project-relative)."""
+    manifest = wheel_manifest(project.config)
+    wheels = manifest in stage.inputs and project.config.requirements is not None
+    return {
+        "kind": "stage", "stage": stage.id, "variant": stage.variant, "parent": stage.parent, "builder": stage.kind,
+        "image": rel(project, stage.output), "log": rel(project, log(project, f"stage:{stage.id}", stage.variant)),
+        "wheelhouse": rel(project, manifest) if wheels else None,
+        "top": any(image.top == stage.id for image in project.images),
+        "failed_disk": rel(project, project.config.paths.failed_disk(stage.id, stage.output.name)),
+        # The cache tasks whose files the stage uses (for the stage graph).
+        "uses": ([f"cache:iso-{stage.iso[2].name}"] if stage.iso else []) + (["cache:wheels"] if wheels else []),
     }
 
 
