@@ -125,7 +125,8 @@ def verify_task(project: Project, image: Image | None = None) -> dict[str, Any]:
                                        "user": cfg.verify.user}, "verify")],
         "clean": True,
         "meta": {"vaultdoit": {"kind": "verify", "report": rel(project, report), "junit": rel(project, junit),
-                               "log": rel(project, spec.log_dir / "serial.log"), "variant": image.variant}},
+                               "log": rel(project, spec.log_dir / "serial.log"), "variant": image.variant,
+                               "final": image.task("final_image")}},
     }
 
 
