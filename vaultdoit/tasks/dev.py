@@ -34,7 +34,7 @@ def dev_spec(project: Project, stage: Stage) -> DevSpec:
     base = project.chain(stage)[0]
     kernel, initrd = (base.extra_outputs[0], base.extra_outputs[1]) if len(base.extra_outputs) == 2 else (None, None)
     own = cfg.stage_config(stage.name)
-    vm, _ = vm_settings(stage, own.memory, own.cpus)
+    vm, _ = vm_settings(stage, own.memory, own.cpus, {name for name, _ in project.run_vars})
     image = folder / stage.output.name
     # Logs in with the build key, or with the access key once the final stage's cleanup replaced it.
     boot = replace(

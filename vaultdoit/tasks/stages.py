@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,12 +14,14 @@ from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, reports, 
 from vaultdoit.uptodate import not_interrupted, settings_changed
 
 
-def vm_settings(stage: Stage, memory: int | None, cpus: int | None) -> tuple[resources.VMSize, dict[str, int]]:
+def vm_settings(stage: Stage, memory: int | None, cpus: int | None,
+                given: Collection[str] = ()) -> tuple[resources.VMSize, dict[str, int]]:
     """The build VM's size (what the guard counts) and the template variables that receive it.
 
     A source attribute written as ``var.X`` gets X; else a variable named like the attribute, where
     the template declares one. A template that declares neither keeps its own value, which the guard
-    counts (Packer's default where it sets none).
+    counts (Packer's default where it sets none). A variable in ``given`` (the run's ``var.X=``)
+    wins over vault.toml and the host: Packer gets the planned value, and the guard counts it.
     """
     assert stage.source is not None and stage.packer is not None
     wanted = resources.size(memory, cpus)
@@ -27,7 +29,10 @@ def vm_settings(stage: Stage, memory: int | None, cpus: int | None) -> tuple[res
     variables: dict[str, int] = {}
     for attr, value in (("memory", wanted.memory), ("cpus", wanted.cpus)):
         name = stage.source.attr_vars.get(attr) or (attr if attr in stage.packer.variables else None)
-        if name is not None:
+        planned = stage.packer.variables.get(name) if name in given else None
+        if name is not None and planned is not None:
+            sizes[attr] = _whole(planned, value)
+        elif name is not None:
             variables[name] = value
             sizes[attr] = value
         else:
@@ -35,6 +40,14 @@ def vm_settings(stage: Stage, memory: int | None, cpus: int | None) -> tuple[res
             default = resources.PACKER_MEMORY if attr == "memory" else resources.PACKER_CPUS
             sizes[attr] = own if isinstance(own, int) and not isinstance(own, bool) else default
     return resources.VMSize(memory=sizes["memory"], cpus=sizes["cpus"]), variables
+
+
+def _whole(value: Any, default: int) -> int:
+    """A planned size as a whole number (a run's variable may come as text), else ``default``."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def stage_build(project: Project, stage: Stage) -> StageBuild:
@@ -50,7 +63,7 @@ def stage_build(project: Project, stage: Stage) -> StageBuild:
         assert stage.packer is not None
         assigned = {name: stage.packer.variables[name] for name in stage.packer.assigned}
         own = cfg.stage_config(stage.name)
-        vm, vm_vars = vm_settings(stage, own.memory, own.cpus)
+        vm, vm_vars = vm_settings(stage, own.memory, own.cpus, {name for name, _ in project.run_vars})
         return replace(build, variables=assigned,
                        accelerator=cfg.accelerator, ansible_cfg=cfg.ansible_cfg,
                        stall_timeout=stall_timeout(project, stage.name), probe=probe_spec(project),
