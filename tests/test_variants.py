@@ -326,6 +326,12 @@ def test_vm_sizes_rebuild_nothing(project_copy, tmp_path):
     doit(root, env, "final_image")
     sizes = {r["id"]: r["variables"]["memory"] for r in fake_runs(tmp_path)}
     assert sizes["top:demo"] == 3072 and sizes["top:production"] == 3072
+    # A run's var.memory= wins over vault.toml: the guard counts it and Packer gets it.
+    from vaultdoit.tasks.stages import stage_build
+
+    project = load_project(root, variables=(("memory", "1536"),))
+    build = stage_build(project, project.stage("top:demo"))
+    assert build.vm.memory == 1536 and "memory" not in build.vm_vars and build.variables["memory"] == 1536
 
 
 @needs_qemu_img

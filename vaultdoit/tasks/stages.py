@@ -29,7 +29,7 @@ def vm_settings(stage: Stage, memory: int | None, cpus: int | None,
     variables: dict[str, int] = {}
     for attr, value in (("memory", wanted.memory), ("cpus", wanted.cpus)):
         name = stage.source.attr_vars.get(attr) or (attr if attr in stage.packer.variables else None)
-        planned = stage.packer.variables.get(name) if name in given else None
+        planned = stage.packer.variables.get(name) if name is not None and name in given else None
         if name is not None and planned is not None:
             sizes[attr] = _whole(planned, value)
         elif name is not None:
