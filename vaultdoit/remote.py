@@ -88,8 +88,8 @@ def parent_image(build: StageBuild) -> str | None:
         return None
     digest = stage_files.image_digest(build.parent.output)
     if digest is None:
-        raise RemoteError(f"the parent stage {build.parent.name} has no build record",
-                          hint=f"build stage:{build.parent.name} first")
+        raise RemoteError(f"the parent stage {build.parent.id} has no build record",
+                          hint=f"build stage:{build.parent.id} first")
     return digest
 
 
