@@ -3,7 +3,7 @@ Ansible, QEMU), both variants (demo and production, which differ in the final
 stage) side by side with `doit -n 2`, booted and checked over SSH, then a
 tag-scoped run and the incremental cases.
 
-Slow (about 25 minutes under TCG on 2 cores); CI runs it every time.
+Slow (about 28 minutes under TCG on 2 cores); CI runs it every time.
 """
 
 from __future__ import annotations
