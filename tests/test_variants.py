@@ -274,7 +274,7 @@ def test_four_builds_at_once_share_no_port_folder_log_or_temporary_file(project_
                    if a["start"] < b["end"] and b["start"] < a["end"]]
     assert overlapping, "some builds ran at the same time"
     for a, b in overlapping:
-        for port in ("host_port", "vnc_port", "http_port"):
+        for port in ("host_port", "http_port"):
             low_a, high_a = a["variables"][f"{port}_min"], a["variables"][f"{port}_max"]
             low_b, high_b = b["variables"][f"{port}_min"], b["variables"][f"{port}_max"]
             assert high_a <= low_b or high_b <= low_a, (port, a["id"], b["id"])
@@ -404,7 +404,7 @@ def test_guard_admits_what_fits_and_gives_each_running_vm_its_own_slot():
 
 def test_port_windows_do_not_overlap():
     windows = [resources.port_window(slot) for slot in range(8)]
-    for name in ("host_port", "ssh_host_port", "vnc_port", "http_port"):
+    for name in ("host_port", "ssh_host_port", "http_port"):
         ranges = [(w[f"{name}_min"], w[f"{name}_max"]) for w in windows]
         assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
     assert windows[0]["host_port_min"] == windows[0]["ssh_host_port_min"] == 2222 and windows[7]["http_port_max"] < 32768

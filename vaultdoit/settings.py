@@ -464,10 +464,11 @@ shared:
   each for a variant's own (serial consoles and fetched package lists never
   meet); those folders are placeholders in stage keys, so they decide nothing;
 - each running VM holds a slot of the guard and gets its own window of ports
-  through the template's `host_port_min`/`_max` (or the older `ssh_host_port_min`/`_max`), `vnc_port_min`/`_max`
+  through the template's `host_port_min`/`_max` (or the older `ssh_host_port_min`/`_max`)
   and `http_port_min`/`_max` variables where it declares them (slot N:
-  SSH 2222+100N.., VNC 5900+10N.., HTTP 8000+100N.., each window 100, 10 and
-  100 ports wide). A template that declares none of them gets Packer's random
+  SSH 2222+100N.., HTTP 8000+100N.., each window 100 ports wide); the VNC
+  port stays Packer's pick in 5900-6000 (Packer 1.6 gives QEMU a wrong VNC
+  display for any `vnc_port_min` but 5900). A template that declares none of them gets Packer's random
   pick in its default ranges, which two builds starting in the same second may
   race for (one then fails to start its VM; run it again or declare the
   variables). QMP sockets live in the output folder; the boot test's ports come

@@ -20,11 +20,10 @@ source "qemu" "stage" {
   memory           = var.memory
   cpus             = var.cpus
   headless         = true
-  # Each build side by side gets its own window of ports from vaultdoit.
+  # Each build side by side gets its own window of ports from vaultdoit (not VNC: Packer 1.6
+  # gives QEMU the display port - vnc_port_min, right only for 5900).
   host_port_min     = var.host_port_min
   host_port_max     = var.host_port_max
-  vnc_port_min      = var.vnc_port_min
-  vnc_port_max      = var.vnc_port_max
   http_port_min     = var.http_port_min
   http_port_max     = var.http_port_max
   # The image boots by itself (no boot command to type): don't wait 10 s for it.

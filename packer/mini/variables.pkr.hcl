@@ -48,16 +48,6 @@ variable "host_port_max" {
   default = 4444
 }
 
-variable "vnc_port_min" {
-  type    = number
-  default = 5900
-}
-
-variable "vnc_port_max" {
-  type    = number
-  default = 6000
-}
-
 variable "http_port_min" {
   type    = number
   default = 8000
