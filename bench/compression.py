@@ -3,7 +3,7 @@
 writer) against vaultdoit's default (zstd, -W, -m 8), side by side on the same
 stage chain, plus zlib with -W for reference.
 
-    .venv/bin/python bench/compression.py [--top build/mini/stages/final/final.qcow2] [--repeat 3]
+    .venv/bin/python bench/compression.py [--top build/mini/stages/demo/final/final.qcow2] [--repeat 3]
 
 Prints median time and size of each, and the ratios against the plain command.
 """
@@ -28,7 +28,7 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--top", type=Path, default=REPO / "build/mini/stages/final/final.qcow2")
+    parser.add_argument("--top", type=Path, default=REPO / "build/mini/stages/demo/final/final.qcow2")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not args.top.is_file():

@@ -52,6 +52,13 @@ def ran_tasks(stdout: str) -> set[str]:
     return {t["name"] for t in report["tasks"] if t["result"] == "success"}
 
 
+def executed(stdout: str) -> set[str]:
+    """Tasks doit's console reporter (``--reporter=console``) says it ran (``.  name`` lines). With
+    ``-n``, use this rather than ``--reporter=json``: doit's threads swap sys.stdout under the JSON
+    reporter, which then fails at the end (exit 3, nothing printed)."""
+    return {line[3:].strip() for line in stdout.splitlines() if line.startswith(".  ")}
+
+
 def fake_packer_env(root: Path, work: Path, profile: str | None = None) -> dict[str, str]:
     """Environment that runs tests/fakes/packer for the stages of the project at ``root``:
     each stage's image is made by the real qemu-img as an overlay on what it must be backed by."""
@@ -62,14 +69,21 @@ def fake_packer_env(root: Path, work: Path, profile: str | None = None) -> dict[
     for stage in project.stages:
         parent = project.parent(stage)
         backing = parent.output if parent is not None else stage.root_image
-        plan[stage.name] = {"output": str(stage.output), "parent": str(backing) if backing else None}
+        plan[stage.id] = {"output": str(stage.output), "parent": str(backing) if backing else None}
     work.mkdir(parents=True, exist_ok=True)
     (work / "plan.json").write_text(json.dumps(plan))
     return {
         "PATH": f"{TESTS / 'fakes'}{os.pathsep}{os.environ['PATH']}",
         "FAKE_PACKER_PLAN": str(work / "plan.json"),
         "FAKE_PACKER_LOG": str(work / "packer.log"),
+        "FAKE_PACKER_RUNS": str(work / "runs.jsonl"),
     }
+
+
+def fake_runs(work: Path) -> list[dict]:
+    """The builds the fake packer recorded (FAKE_PACKER_RUNS), in the order they finished."""
+    path = work / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def packer_runs(work: Path) -> list[str]:

@@ -14,7 +14,7 @@ from conftest import fake_packer_env, run_doit
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
 
-ORDER = ["keys", "stage:base", "stage:mid", "stage:top", "final_image", "verify"]
+ORDER = ["keys", "stage:base", "stage:mid", "stage:top", "final_image", "verify", "dev:base", "dev:mid", "dev:top"]
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 """End to end: the mini profile built for real from nothing (mmdebstrap, Packer,
-Ansible, QEMU), booted and checked over SSH, then the incremental cases.
+Ansible, QEMU), both variants (demo and production, which differ in the final
+stage) side by side with `doit -n 2`, booted and checked over SSH, then a
+tag-scoped run and the incremental cases.
 
 One real build, shared by every test here. It runs as a normal user (as root,
 the tests make one: see conftest's normal_user), signed with a key of that
 user's; everything it leaves in the project must be that user's, and so do the
 `vaultdoit run` and `vaultdoit ssh` sessions on its images.
 
-Slow (about 20 minutes under TCG on 2 cores, plus about a minute for the test
+Slow (about 28 minutes under TCG on 2 cores, plus about a minute for the test
 user's virtual environment where the runner's Python is out of its reach); CI
 runs it every time.
 """
@@ -23,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, NormalUser, Running, ensure_subordinate_ids, low_free_port, not_owned_by, ran_tasks
+from conftest import (REPO, NormalUser, Running, ensure_subordinate_ids, executed, low_free_port, not_owned_by,
+                      ran_tasks)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,6 +47,8 @@ METRICS_CHECK = (
     "and re.search('^vault_unit_active.unit=.vault-monitor.service.. 1$', t, re.M)))\""
 )
 STAGES = ("base", "drivers", "frameworks", "final")
+SHARED = STAGES[:-1]
+VARIANTS = ("demo", "production")
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +88,41 @@ def project(normal_user: NormalUser) -> Path:
     shutil.rmtree(home, ignore_errors=True)
 
 
-def doit(root: Path, *args: str) -> set[str]:
+def run_doit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """doit in ``root`` as the builder, with the signing key."""
     user = BUILDER[0]
-    return ran_tasks(user.run([str(user.python_bin / "doit"), "--reporter=json", *args], cwd=root,
-                              env=SIGNING).stdout)
+    return user.run([str(user.python_bin / "doit"), *args], cwd=root, env=SIGNING)
 
 
-def stage_image(root: Path, name: str) -> Path:
+def doit(root: Path, *args: str) -> set[str]:
+    """The tasks a doit run executed."""
+    if "-n" in args:  # doit's JSON reporter fails with threads (see conftest.executed)
+        return executed(run_doit(root, "--reporter=console", *args).stdout)
+    return ran_tasks(run_doit(root, "--reporter=json", *args).stdout)
+
+
+def stage_image(root: Path, name: str, variant: str = "demo") -> Path:
+    """A stage's image; the final stage is built per variant."""
+    if name == "final":
+        return root / f"build/mini/stages/{variant}/final/final.qcow2"
     return root / f"build/mini/stages/{name}/{name}.qcow2"
+
+
+def final_image(root: Path, variant: str = "demo") -> Path:
+    return root / f"build/final/vault-mini-{variant}.qcow2"
+
+
+def build_span(root: Path, name: str, variant: str = "demo") -> tuple[float, float]:
+    """When a stage's last build ran (from its record): (start, end) in epoch seconds."""
+    import calendar
+    import time
+
+    from vaultdoit import owned
+
+    record = owned.read_marker(stage_image(root, name, variant).parent)
+    assert record is not None
+    end = calendar.timegm(time.strptime(record["finished"], "%Y-%m-%dT%H:%M:%SZ"))
+    return end - record["build_seconds"] - record["waited_seconds"], end
 
 
 def identity(path: Path) -> tuple[int, int]:
@@ -104,9 +136,9 @@ def boot(root: Path, checks: list[str], tag: str, units: tuple[str, ...] = ("vau
 
     final = root / "build/final"
     spec = BootSpec(
-        image=image or final / "vault-mini.qcow2",
-        kernel=final / "vault-mini.vmlinuz",
-        initrd=final / "vault-mini.initrd.img",
+        image=image or final / "vault-mini-demo.qcow2",
+        kernel=final / "vault-mini-demo.vmlinuz",
+        initrd=final / "vault-mini-demo.initrd.img",
         user="vault",
         key=root / "build/keys/access_ed25519",
         units=units,
@@ -151,10 +183,10 @@ def check_supply_chain(root: Path, manifest: dict) -> None:
     from vaultdoit import sbom
 
     final = root / "build/final"
-    text = (final / "vault-mini.qcow2.cdx.json").read_text()
+    text = (final / "vault-mini-demo.qcow2.cdx.json").read_text()
     assert JsonStrictValidator(sbom.SPEC).validate_str(text) is None
     document = json.loads(text)
-    stats, status = image_files(final / "vault-mini.qcow2", [
+    stats, status = image_files(final / "vault-mini-demo.qcow2", [
         "/etc/shadow", "/usr/bin/sudo", "/home/vault/.ssh/authorized_keys", "/etc/sudoers.d/90-vault"])
     assert sbom.packages(document, "deb") == installed(status)
     assert sbom.packages(document, "pypi") == manifest["contents"]["python_packages"]
@@ -178,26 +210,42 @@ def check_supply_chain(root: Path, manifest: dict) -> None:
     pub = key.with_name(key.name + ".pub").read_text().split()
     signers = root.parent / "allowed_signers"
     signers.write_text(f'release@example.com namespaces="vaultdoit" {pub[0]} {pub[1]}\n')
-    checked = subprocess.run([sys.executable, "-m", "vaultdoit", "verify-signature", str(final / "vault-mini.qcow2"),
+    checked = subprocess.run([sys.executable, "-m", "vaultdoit", "verify-signature", str(final / "vault-mini-demo.qcow2"),
                               "--allowed-signers", str(signers)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    assert "vault-mini.initrd.img, vault-mini.qcow2, vault-mini.vmlinuz match" in checked.stdout
-    assert subprocess.run(["sha256sum", "-c", "vault-mini.qcow2.sha256"], cwd=final).returncode == 0
+    assert "vault-mini-demo.initrd.img, vault-mini-demo.qcow2, vault-mini-demo.vmlinuz match" in checked.stdout
+    assert subprocess.run(["sha256sum", "-c", "vault-mini-demo.qcow2.sha256"], cwd=final).returncode == 0
 
 
 def test_full_build_boot_and_incremental(project: Path):
     root = project
-    # 1. From nothing: every task runs, the final image is standalone and `verify` boots it.
-    everything = {"keys", "cache:apt", "cache:wheels", *(f"stage:{s}" for s in STAGES), "final_image", "verify"}
-    assert doit(root, "final_image", "verify") == everything
+    # 1. From nothing, both variants with `doit -n 2`: every task runs once (the shared stages
+    #    are built once), the two final stages side by side; both images are standalone and
+    #    each `verify:<variant>` boots its own.
+    everything = {"keys", "cache:apt", "cache:wheels", *(f"stage:{s}" for s in SHARED),
+                  *(f"{task}:{v}" for task in ("stage:final", "final_image", "verify") for v in VARIANTS)}
+    assert doit(root, "-n", "2", "final_image", "verify") == everything
     # Built by a normal user: everything the build left in the project is theirs.
     assert not_owned_by(BUILDER[0].uid, root) == []
-    final = root / "build/final/vault-mini.qcow2"
-    verify = json.loads((root / "build/reports/verify-vault-mini.json").read_text())
-    assert verify["ok"] and {c["name"] for c in verify["checks"]} >= {"system running", "clean shutdown"}
-    manifest = json.loads((root / "build/final/vault-mini.qcow2.manifest.json").read_text())
+    for name in SHARED[1:]:
+        log = (root / f"build/logs/mini/stage-{name}.log").read_text()
+        assert log.count(f"Build 'qemu.{name}' finished") == 1, name
+    (demo_start, demo_end), (prod_start, prod_end) = (build_span(root, "final", v) for v in VARIANTS)
+    assert demo_start < prod_end and prod_start < demo_end, "the two final stages were built side by side"
+    final = final_image(root)
+    for variant in VARIANTS:
+        verify = json.loads((root / f"build/mini/reports/{variant}/verify-vault-mini-{variant}.json").read_text())
+        assert verify["ok"] and {c["name"] for c in verify["checks"]} >= {"system running", "clean shutdown"}
+        assert any("/etc/vault/variant" in c["name"] and c["ok"] for c in verify["checks"])
+    manifests = {v: json.loads((root / f"build/final/vault-mini-{v}.qcow2.manifest.json").read_text())
+                 for v in VARIANTS}
+    manifest = manifests["demo"]
     assert manifest["image"]["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest()
+    assert manifest["image"]["variant"] == "demo"
     assert [s["name"] for s in manifest["stages"]] == list(STAGES)
+    # Same shared stages in both images, their own final stage each.
+    digests = {v: [s["input_digest"] for s in m["stages"]] for v, m in manifests.items()}
+    assert digests["demo"][:3] == digests["production"][:3] and digests["demo"][3] != digests["production"][3]
     assert manifest["contents"]["python_packages"]["prometheus_client"] == "0.26.0"
     assert "openssh-server" in manifest["contents"]["debian_packages"]
     drivers_inputs = manifest["stages"][1]["inputs"]
@@ -233,6 +281,8 @@ def test_full_build_boot_and_incremental(project: Path):
         f"! grep -q '{build_pub}' ~/.ssh/authorized_keys",
         f"grep -q '{access_pub}' ~/.ssh/authorized_keys",
         "test -z \"$(sudo -n awk -F: '$2 !~ /^[!*]/ {print $1}' /etc/shadow)\"",
+        # the demo variant's own files
+        "grep -qx demo /etc/vault/variant && grep -q '(demo)' /etc/motd",
         "! sudo -n grep -rqi proxy /etc/apt/apt.conf.d/ && test ! -e /etc/pip.conf",
         "test ! -e /var/tmp/vault-wheelhouse && test ! -e /home/vault/.ansible",
     ], "full")
@@ -251,19 +301,31 @@ def test_full_build_boot_and_incremental(project: Path):
     assert doit(root, "final_image") == set()
     assert {s: identity(stage_image(root, s)) for s in STAGES} == images
 
-    # 3. The monitoring script (final stage only).
+    # 3. The monitoring script (final stage only): first a tag-scoped run of the monitoring role on
+    #    the demo final stage's last build, into a development image that boots with the change;
+    #    the stage's own image is untouched and the next build is still a full one.
     script = root / "ansible/roles/monitoring/files/bin/vault-monitor"
     script.write_text(script.read_text() + "\n# e2e: monitoring change\n")
-    assert doit(root, "final_image") == {"stage:final", "final_image"}
+    dev = run_doit(root, "dev:final:demo", "--tags", "monitoring")
+    assert "PLAY RECAP" in dev.stdout + dev.stderr
+    dev_log = (root / "build/mini/dev/final-demo/logs/ansible.log").read_text()
+    assert "monitoring : Monitoring and health scripts" in dev_log and "cleanup :" not in dev_log
+    dev_image = root / "build/mini/dev/final-demo/final.qcow2"
+    report = boot(root, ["grep -q 'e2e: monitoring change' /usr/local/bin/vault-monitor"], "dev", image=dev_image)
+    assert report.ok, report.render()
+    assert identity(stage_image(root, "final")) == images["final"]
+    assert doit(root, "final_image", "variant=demo") == {"stage:final:demo", "final_image:demo"}
     for s in ("base", "drivers", "frameworks"):
         assert identity(stage_image(root, s)) == images[s], f"{s} must not be rewritten"
     assert identity(stage_image(root, "final")) != images["final"]
 
-    # 4. The drivers role: drivers, frameworks and final rebuild, never the base.
+    # 4. The drivers role: drivers, frameworks and both finals rebuild (the finals side by side),
+    #    never the base.
     images = {s: identity(stage_image(root, s)) for s in STAGES}
     defaults = root / "ansible/roles/driver_config/defaults/main.yml"
     defaults.write_text(defaults.read_text().replace('driver_options: "debug=0"', 'driver_options: "debug=1"'))
-    assert doit(root, "final_image") == {"stage:drivers", "stage:frameworks", "stage:final", "final_image"}
+    assert doit(root, "-n", "2", "final_image") == {
+        "stage:drivers", "stage:frameworks", *(f"{t}:{v}" for t in ("stage:final", "final_image") for v in VARIANTS)}
     assert identity(stage_image(root, "base")) == images["base"]
     for s in ("drivers", "frameworks", "final"):
         assert identity(stage_image(root, s)) != images[s]
@@ -300,7 +362,7 @@ def test_full_build_boot_and_incremental(project: Path):
 def test_run_and_ssh_into_the_final_image_and_a_stage(project: Path):
     """`vaultdoit run` boots an image on a snapshot (console here, SSH on loopback); `vaultdoit ssh` runs commands."""
     root = project
-    if not (root / "build/final/vault-mini.qcow2").exists():
+    if not final_image(root).exists():
         pytest.skip("needs the image built by the test above")
     user = BUILDER[0]  # the images and keys are the builder's: it boots them and logs in
 
@@ -334,14 +396,14 @@ def test_run_and_ssh_into_the_final_image_and_a_stage(project: Path):
 def test_zlib_final_image_reruns_only_final_image_and_boots(project: Path):
     """Compression is a setting of the final image alone; zlib images boot too."""
     root = project
-    if not (root / "build/final/vault-mini.qcow2").exists():
+    if not final_image(root).exists():
         pytest.skip("needs the image built by the test above")
     toml = root / "vault.toml"
     toml.write_text(toml.read_text().replace('compression = "zstd"', 'compression = "zlib"'))
-    assert doit(root, "final_image") == {"final_image"}
+    assert doit(root, "final_image", "variant=demo") == {"final_image:demo"}
     from vaultdoit import qemu_img
 
-    final = root / "build/final/vault-mini.qcow2"
+    final = final_image(root)
     info = qemu_img.info(final)
     assert info["format-specific"]["data"]["compression-type"] == "zlib"
     qemu_img.check(final)

@@ -55,7 +55,8 @@ def test_task_dicts_are_valid_doit_tasks():
     tasks = {t.name: t for t in generated if not t.subtask_of and t.actions or t.subtask_of}
     for name, task in tasks.items():
         assert task.doc, f"{name} has no doc line"
-    assert set(tasks) == {"keys", "stage:base", "stage:mid", "stage:top", "final_image", "verify"}
+    assert set(tasks) == {"keys", "stage:base", "stage:mid", "stage:top", "final_image", "verify",
+                          "dev:base", "dev:mid", "dev:top"}
     # Relative to the project (doit runs there), so the build state survives a move.
     assert "build/stages/base/base.qcow2" in tasks["stage:mid"].file_dep
     assert tasks["stage:top"].targets == ["build/stages/top/top.qcow2"]
@@ -78,8 +79,10 @@ def test_graph_errors(scenario: str, message: str):
 
 def test_mini_profile_of_this_repository():
     project = load_project(REPO, "mini")
-    assert [s.name for s in project.stages] == ["base", "drivers", "frameworks", "final"]
-    assert [s.parent for s in project.stages] == [None, "base", "drivers", "frameworks"]
+    # Two variants that differ in the final stage only: the lower stages are shared.
+    assert [s.id for s in project.stages] == ["base", "drivers", "frameworks", "final:demo", "final:production"]
+    assert [s.parent for s in project.stages] == [None, "base", "drivers", "frameworks", "frameworks"]
+    assert [(i.name, i.top) for i in project.images] == [("demo", "final:demo"), ("production", "final:production")]
     assert project.stage("base").kind == "mmdebstrap"
     drivers = rel(project.stage("drivers").inputs, REPO)
     assert {"build/mini/stages/base/vmlinuz", "build/mini/stages/base/initrd.img"} <= drivers
@@ -87,7 +90,8 @@ def test_mini_profile_of_this_repository():
     assert "ansible/roles/monitoring/files/bin/vault-monitor" not in drivers
     frameworks = rel(project.stage("frameworks").inputs, REPO)
     assert "cache/wheels/manifest.json" in frameworks
-    final = rel(project.stage("final").inputs, REPO)
+    final = rel(project.stage("final:demo").inputs, REPO)
+    assert final == rel(project.stage("final:production").inputs, REPO)
     assert "ansible/roles/monitoring/files/bin/vault-monitor" in final
     # monitoring depends on image_common through its meta/main.yml
     assert "ansible/roles/image_common/tasks/main.yml" in final

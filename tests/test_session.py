@@ -143,10 +143,15 @@ def test_targets_resolve_to_images_with_their_boot_files_and_keys():
     cfg = project.config
     final = session.resolve(project, None)
     assert final == session.resolve(project, "final") == session.resolve(project, "final_image")
-    assert final.image == cfg.final_image and final.key == cfg.access_key and final.user == cfg.verify.user
-    # mini has a stage named final too: that one is stage:final.
-    stage = session.resolve(project, "stage:final")
-    assert stage.image == project.stage("final").output and stage.key == cfg.build_key
+    # mini has two variants: plain `final` is the first one's image, final:<variant> names each.
+    assert final.image == cfg.paths.final_image("demo") and final.key == cfg.access_key
+    assert final.user == cfg.verify.user and final.name == "final"
+    production = session.resolve(project, "final:production")
+    assert production == session.resolve(project, "final_image:production")
+    assert production.name == "final:production" and production.image == cfg.paths.final_image("production")
+    # mini has a stage named final too, built per variant: that one is stage:final:<variant>.
+    stage = session.resolve(project, "stage:final:demo")
+    assert stage.image == project.stage("final:demo").output and stage.key == cfg.build_key
     assert stage.kernel == project.stage("base").extra_outputs[0]  # from the template's -kernel
     drivers = session.resolve(project, "drivers")
     assert drivers.name == "stage:drivers" and drivers.initrd == project.stage("base").extra_outputs[1]

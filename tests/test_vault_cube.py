@@ -312,9 +312,10 @@ def test_plan_chains_four_stages_through_the_iso_cache():
     from vaultdoit.plan import load_project
 
     project = load_project(REPO, "vault-cube")
-    assert [s.name for s in project.stages] == STAGES
-    assert [s.parent for s in project.stages] == [None, "base", "drivers", "frameworks"]
-    assert project.top.name == "final"
+    # demo and production differ in the final stage only: the three below are built once.
+    assert [s.id for s in project.stages] == [*STAGES[:-1], "final:demo", "final:production"]
+    assert [s.parent for s in project.stages] == [None, "base", "drivers", "frameworks", "frameworks"]
+    assert [i.top for i in project.images] == ["final:demo", "final:production"]
     url, checksum, cached = project.stage("base").iso  # type: ignore[misc]
     assert url.endswith("-live-server-amd64.iso") and checksum.startswith("file:") and checksum.endswith("SHA256SUMS")
     assert cached == REPO / "cache/isos" / Path(url).name
@@ -373,7 +374,11 @@ def test_doit_lists_and_explains_the_profile(tmp_path: Path):
     listed = run_doit(root, "list", "profile=vault-cube")
     names = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
     iso = "cache:iso-ubuntu-24.04.3-live-server-amd64.iso"
-    assert names == {"keys", "cache:apt", iso, *(f"stage:{s}" for s in STAGES), "final_image", "verify"} - (
+    variants = ("demo", "production")
+    assert names == {"keys", "cache:apt", iso, *(f"stage:{s}" for s in STAGES[:-1]),
+                     *(f"{family}:{v}" for family in ("stage:final", "final_image", "verify", "dev:final")
+                       for v in variants),
+                     *(f"dev:{s}" for s in STAGES[:-1]), "final_image", "verify"} - (
         set() if shutil.which("apt-cacher-ng") else {"cache:apt"})
     assert "warning" not in listed.stderr, listed.stderr
     # doit info exits 1 for a task that is not up to date; its listing is what counts here.
@@ -385,20 +390,16 @@ def test_doit_lists_and_explains_the_profile(tmp_path: Path):
     assert "stage:frameworks" in explained.stdout
 
 
-def test_changing_the_variant_rebuilds_only_the_final_stage():
+def test_the_variants_share_every_stage_but_the_final_one():
     from vaultdoit.plan import load_project
 
-    from vaultdoit import hcl
-
-    demo = load_project(REPO, "vault-cube")
-    packer_cfg = hcl.load_packer_dir(PACKER_DIR, cwd=REPO, var_files=[PACKER_DIR / "variants/production.pkrvars.hcl"],
-                                     overrides={})
-    finals = {s.name: s for s in packer_cfg.sources}
-    for stage in demo.stages:
-        other = finals[stage.name]
-        same = stage.source.provisioners[0].extra_arguments == other.provisioners[0].extra_arguments  # type: ignore[union-attr]
-        assert same == (stage.name != "final"), stage.name
-    assert "variant=production" in finals["final"].provisioners[0].extra_arguments[1]
+    project = load_project(REPO, "vault-cube")
+    assert [s.id for s in project.stages if s.variant] == ["final:demo", "final:production"]
+    demo, production = project.stage("final:demo"), project.stage("final:production")
+    assert "variant=demo" in demo.source.provisioners[0].extra_arguments[1]  # type: ignore[union-attr]
+    assert "variant=production" in production.source.provisioners[0].extra_arguments[1]  # type: ignore[union-attr]
+    assert demo.output == REPO / "build/vault-cube/stages/demo/final/final.qcow2"
+    assert production.output == REPO / "build/vault-cube/stages/production/final/final.qcow2"
 
 
 # --- Monitoring (shared with mini; runs here too) --------------------------------------------------------------

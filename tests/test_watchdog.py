@@ -89,7 +89,7 @@ def test_stall_timeout_setting_is_read_per_stage_then_project(tmp_path: Path):
                                      + "\n[profiles.mini.stages.drivers]\nstall_timeout = 600\n")
     project = load_project(root)
     assert stage_build(project, project.stage("drivers")).stall_timeout == 600.0
-    assert stage_build(project, project.stage("final")).stall_timeout == 120.0
+    assert stage_build(project, project.stage("final:demo")).stall_timeout == 120.0
     spec = verify_task(project)["actions"][0][1][0]
     assert spec.stall_timeout == 120.0 and spec.stall_seconds() == 120.0
     (root / "vault.toml").write_text(text)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any, ParamSpec, TypeVar
 from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
-from vaultdoit import accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, remote, stage_files, watchdog
+from vaultdoit import (accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, remote, resources,
+                       stage_files, watchdog)
 from vaultdoit.errors import VaultError, os_error
 from vaultdoit.model import AptRoute, Stage, StageBuild
+from vaultdoit.paths import safe
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,15 +87,20 @@ def build_stage(build: StageBuild) -> None:
     if remote.before_build(build, record):  # the shared cache had it: nothing to build
         return
     start, wall = time.monotonic(), time.time()
+    waited = 0.0
     if stage.kind == "packer":
-        _packer(build)
+        waited = _packer(build)
     else:
         _bootstrap(build)
     digest = checker.record_digest(stage.output, build.digests)
     proxy = _managed_proxy(build.apt)
     record = {
-        **record, "format": 1, "stage": stage.name, "image": stage.output.name, "image_sha256": digest,
-        "image_bytes": stage.output.stat().st_size, "build_seconds": round(time.monotonic() - start, 1),
+        **record, "format": 1, "stage": stage.id, "variant": stage.variant, "image": stage.output.name,
+        "image_sha256": digest, "image_bytes": stage.output.stat().st_size,
+        "build_seconds": round(time.monotonic() - start - waited, 1),
+        # Time spent waiting for room beside other build VMs (see resources.Guard), not building.
+        "waited_seconds": round(waited, 1),
+        "vm": dataclasses.asdict(build.vm) if build.vm is not None else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "apt": dataclasses.asdict(apt_proxy.traffic(proxy, since=wall)) if proxy else None,
         "reports": stage_files.reports_snapshot(build.reports),
@@ -101,14 +109,14 @@ def build_stage(build: StageBuild) -> None:
     }
     owned.write_marker(stage.output.parent, record)
     size = stage.output.stat().st_size
-    note(f"stage {stage.name} built in {time.monotonic() - start:.0f} s ({size / 2**20:.0f} MiB image)")
+    note(f"stage {stage.id} built in {time.monotonic() - start - waited:.0f} s ({size / 2**20:.0f} MiB image)")
     remote.after_build(build, record)
 
 
 def parent_key(build: StageBuild) -> str | None:
     """The parent's key: as recorded beside its image, else computed from the plan."""
     keys_by_name = keys.chain_keys(build.ancestors, build.root, build.digests)
-    return keys_by_name[build.parent.name] if build.parent is not None else None
+    return keys_by_name[build.parent.id] if build.parent is not None else None
 
 
 def _managed_proxy(apt: AptRoute) -> apt_proxy.AptProxy | None:
@@ -123,19 +131,22 @@ def _bootstrap(build: StageBuild) -> None:
     bootstrap.build(spec, workdir=build.workdir, logfile=build.logfile)
 
 
-def _packer(build: StageBuild) -> None:
-    """One Packer stage, built atomically, its backing reference made relative."""
-    stage, root = build.stage, build.root
-    assert stage.source is not None and stage.packer is not None
+def _packer(build: StageBuild) -> float:
+    """One Packer stage, built atomically, its backing reference made relative; returns the
+    seconds it waited for room beside other build VMs."""
+    stage, root, paths = build.stage, build.root, build.paths
+    assert stage.source is not None and stage.packer is not None and paths is not None
     packer_cfg = stage.packer
     accel_name = accel.choose(build.accelerator, build.probe)
     shim = packer.needs_backing_format_shim(packer.packer_version(), packer.qemu_img_version())
-    merged_cfg = ansible_cfg_mod.write(build.ansible_cfg, root / "cache" / "facts" / stage.name,
-                                       build.state_dir / "ansible" / f"{stage.name}.cfg")
-    tools_dir = build.state_dir / "tools"
-    env = packer.environment(root=root, tools_dir=packer.write_shim(tools_dir) if shim else None,
-                             ansible_cfg=merged_cfg)
-    runtime: dict[str, Any] = {}  # set by vaultdoit for this run: on the command line, never secret
+    merged_cfg = ansible_cfg_mod.write(build.ansible_cfg, paths.facts(stage.id), paths.ansible_cfg(stage.id))
+    # Each build its own temporary folder: Packer's and Ansible's files never meet another build's.
+    # In the system's temporary folder, not the project: Packer's plugins listen on Unix sockets
+    # there, whose paths may not exceed 107 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix=f"vaultdoit-{safe(stage.id)}-"))
+    env = packer.environment(root=root, tools_dir=packer.write_shim(paths.tools_dir) if shim else None,
+                             ansible_cfg=merged_cfg, extra={"TMPDIR": str(tmp), "ANSIBLE_LOCAL_TEMP": str(tmp)})
+    runtime: dict[str, Any] = dict(build.vm_vars)  # set by vaultdoit for this run: on the command line, never secret
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name
     if stage.iso is not None and "iso_url" in stage.source.attr_vars:
@@ -150,32 +161,45 @@ def _packer(build: StageBuild) -> None:
     if build.apt.guest_url and "apt_proxy" in packer_cfg.variables:
         # Build-time only: reaches the playbooks as an extra var, never the cache key.
         runtime["apt_proxy"] = build.apt.guest_url
-    # Every variable whose value is not the template's default (vault.toml, var files,
-    # PKR_VAR_*, the command line), as resolved by the planner, goes to Packer in a private file:
-    # Packer then sees exactly the values the key was made of, and secrets stay out of argv and logs.
-    assigned = {k: v for k, v in build.variables.items() if k not in runtime}
-    var_file = packer.write_var_file(build.state_dir / "vars" / f"{stage.name}.pkrvars.hcl", assigned)
-    # Packer's default on error removes the VM's disk; abort leaves it for keep_failed to keep.
-    argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [],
-                             on_error="abort" if build.keep_failed is not None else None)
+    for folder in build.folders:
+        folder.mkdir(parents=True, exist_ok=True)
     build.logfile.parent.mkdir(parents=True, exist_ok=True)
-    build.logfile.write_text("")  # one log per build: the last one is what a failure shows
     attrs = stage.source.attrs
-    # No console output, Packer output or disk writes for this long: the VM is stuck.
-    dog = watchdog.Watchdog(
-        label=f"stage:{stage.name}",
-        timeout=watchdog.timeout_for(build.stall_timeout, watchdog.automatic_timeout(attrs)),
-        console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
-        accelerator=accel_name, root=root)
-    note(f"building stage {stage.name} with packer ({accel_name}); log: {build.logfile}")
     try:
-        packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
-                           logfile=build.logfile, watch=dog, watch_interval=dog.interval,
-                           secrets=packer.secret_values(packer_cfg),
-                           keep_failed=functools.partial(keep_failed_disk, build) if build.keep_failed else None)
+        with resources.guard().room(build.task or f"stage:{stage.id}", build.vm, say=note) as lease:
+            # Its own window of ports (where the template declares the variables): VMs side by side
+            # never race for the same SSH, VNC or HTTP port.
+            window = resources.port_window(lease.slot)
+            runtime.update({name: window[name] for name in build.port_vars})
+            # Every variable whose value is not the template's default (vault.toml, var files,
+            # PKR_VAR_*, the command line), as resolved by the planner, goes to Packer in a private file:
+            # Packer then sees exactly the values the key was made of, and secrets stay out of argv and logs.
+            assigned = {k: v for k, v in build.variables.items() if k not in runtime}
+            var_file = packer.write_var_file(paths.var_file(stage.id), assigned)
+            # Packer's default on error removes the VM's disk; abort leaves it for keep_failed to keep.
+            argv = packer.build_argv(packer_cfg, stage.source.only, runtime, [var_file] if var_file else [],
+                                     on_error="abort" if build.keep_failed is not None else None)
+            build.logfile.write_text("")  # one log per build: the last one is what a failure shows
+            # No console output, Packer output or disk writes for this long: the VM is stuck.
+            dog = watchdog.Watchdog(
+                label=build.task or f"stage:{stage.id}",
+                timeout=watchdog.timeout_for(build.stall_timeout, watchdog.automatic_timeout(attrs)),
+                console=watchdog.console_log(attrs, root), output=build.logfile, disks=(stage.output,),
+                accelerator=accel_name, root=root)
+            note(f"building stage {stage.id} with packer ({accel_name}, {build.vm.describe()}); "
+                 f"log: {build.logfile}")
+            try:
+                packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
+                                   logfile=build.logfile, watch=dog, watch_interval=dog.interval,
+                                   secrets=packer.secret_values(packer_cfg),
+                                   keep_failed=functools.partial(keep_failed_disk, build) if build.keep_failed
+                                   else None)
+            finally:
+                if var_file is not None:
+                    var_file.unlink(missing_ok=True)
     finally:
-        if var_file is not None:
-            var_file.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lease.waited
 
 
 def keep_failed_disk(build: StageBuild, folder: Path) -> None:
@@ -191,9 +215,9 @@ def keep_failed_disk(build: StageBuild, folder: Path) -> None:
     assert build.keep_failed is not None
     image = folder / stage.output.name
     if not image.is_file():
-        note(f"keep_failed: stage {stage.name} failed before Packer made its disk; nothing to keep")
+        note(f"keep_failed: stage {stage.id} failed before Packer made its disk; nothing to keep")
         return
-    dest = build.keep_failed / stage.name
+    dest = build.keep_failed / safe(stage.id)
     shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(folder, dest)
@@ -205,13 +229,13 @@ def keep_failed_disk(build: StageBuild, folder: Path) -> None:
         qemu_img.info(kept)
     except VaultError as err:
         usable = f" (it may not boot: {err.message})"
-    owned.write_marker(dest, {"format": 1, "stage": stage.name, "image": kept.name, "failed": True,
+    owned.write_marker(dest, {"format": 1, "stage": stage.id, "image": kept.name, "failed": True,
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "backing": relpath(build.backing, build.root) if build.backing else None,
                               "log": relpath(build.logfile, build.root)})
     note(f"kept the failed build's disk: {relpath(kept, build.root)}{usable}; boot it with "
-         f"`vaultdoit run failed:{stage.name}` (a throwaway snapshot: the disk is not changed), "
-         f"then `vaultdoit ssh failed:{stage.name}`. The stage's previous image is untouched.")
+         f"`vaultdoit run failed:{stage.id}` (a throwaway snapshot: the disk is not changed), "
+         f"then `vaultdoit ssh failed:{stage.id}`. The stage's previous image is untouched.")
 
 
 @task_action
@@ -251,8 +275,8 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
 
 @task_action
 def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None,
-                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Path,
-                  signing_key: Path | None = None) -> None:
+                  cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Sequence[Path],
+                  variant: str | None = None, signing_key: Path | None = None) -> None:
     """Flatten and compress the chain into the final image; write its manifest and SBOM, signed
     with ``signing_key`` if given."""
     from vaultdoit import final, manifest, provenance, sbom
@@ -261,13 +285,13 @@ def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | N
 
     def make_manifest(image: Path, digest: str) -> str:
         data = manifest.build(image=image, sha256=digest, compression=cfg.compression, chain=list(chain),
-                              root=root, reports=reports, provenance=provenance.record(root))
+                              root=root, reports=reports, variant=variant, provenance=provenance.record(root))
         data["image"]["name"] = out.name
         made["manifest"] = data
         return manifest.dump(data)
 
     def make_sbom(image: Path, digest: str, files: dict[str, str]) -> str:
-        return sbom.document(made["manifest"], files=files, os_release=reports / sbom.OS_RELEASE_FILE)
+        return sbom.document(made["manifest"], files=files, os_release=manifest.report_file(reports, sbom.OS_RELEASE_FILE))
 
     logfile.parent.mkdir(parents=True, exist_ok=True)
     logfile.write_text("")
@@ -280,7 +304,8 @@ def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | N
 
 
 @task_action
-def verify_image(spec: Any, report_file: Path, junit_file: Path | None = None) -> TaskFailed | None:
+def verify_image(spec: Any, report_file: Path, junit_file: Path | None = None,
+                 label: str = "verify") -> TaskFailed | None:
     """Boot the final image on a throwaway snapshot and run the checks (see vm.py).
 
     The report goes to ``report_file`` (JSON) and ``junit_file`` (JUnit XML, also when
@@ -289,15 +314,18 @@ def verify_image(spec: Any, report_file: Path, junit_file: Path | None = None) -
     from vaultdoit import files, junit, vm
     from vaultdoit.errors import BootError, Stalled
 
-    note(f"boot test of {spec.image.name} (serial log in {spec.log_dir})")
     suite, started = f"verify {spec.image.name}", time.time()
-    try:
-        report = vm.boot_test(spec)
-    except (BootError, Stalled) as err:
-        if junit_file is not None:
-            case = junit.Case("boot to SSH login", suite_class(spec.image), time.time() - started, "error", str(err))
-            files.write_atomic(junit_file, junit.document(suite, [case], started=started))
-        raise
+    # The boot test's VM counts beside the build VMs running at once (see resources.Guard).
+    with resources.guard().room(label, resources.VMSize(memory=spec.memory, cpus=spec.cpus), say=note):
+        note(f"boot test of {spec.image.name} (serial log in {spec.log_dir})")
+        try:
+            report = vm.boot_test(spec)
+        except (BootError, Stalled) as err:
+            if junit_file is not None:
+                case = junit.Case("boot to SSH login", suite_class(spec.image), time.time() - started, "error",
+                                  str(err))
+                files.write_atomic(junit_file, junit.document(suite, [case], started=started))
+            raise
     sys.stderr.write(report.render() + "\n")
     files.write_atomic(report_file, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     if junit_file is not None:
@@ -325,3 +353,11 @@ def boot_cases(report: Any) -> list[Any]:
         cases.append(junit.Case(check.name, classname, seconds, "passed" if check.ok else "failure",
                                 check.detail if not check.ok else "", check.detail if check.ok else ""))
     return cases
+
+
+@task_action
+def dev_stage(spec: Any, tags: str = "", skip_tags: str = "", verify: bool = False, **_: Any) -> None:
+    """A tag-scoped run of one stage into its development image (see dev.py)."""
+    from vaultdoit import dev
+
+    dev.run(spec, tags=tags, skip_tags=skip_tags, verify=verify)

@@ -54,16 +54,21 @@ class Contents:
 
 
 def _final_files(project: Project) -> list[Path]:
-    from vaultdoit.tasks.final import final_outputs
+    """Every final image with its files, and their boot tests' reports."""
+    from vaultdoit.tasks.final import final_outputs, verify_report
 
-    cfg = project.config
-    return [*final_outputs(project), cfg.root / "build" / "reports" / f"verify-{cfg.image_name}.json"]
+    found: list[Path] = []
+    for image in project.images:
+        report = verify_report(project, image)
+        found += [*final_outputs(project, image), report, report.with_name(report.stem + ".junit.xml")]
+    return found
 
 
-def _reports(project: Project) -> Path:
+def _reports(project: Project) -> list[Path]:
+    """The report folders: the shared stages', then each variant's."""
     from vaultdoit.tasks.common import reports
 
-    return reports(project)
+    return [reports(project), *(reports(project, v) for v in project.variants)]
 
 
 def _key_files(project: Project) -> list[Path]:
@@ -106,14 +111,14 @@ def export(project: Project, target: str, *, with_keys: bool = False) -> Content
     contents = Contents(profile=cfg.profile)
     for stage in project.stages:
         record = owned.read_marker(stage.output.parent)
-        paths = stage_paths(project, stage.name)
-        if record is None or record.get("stage") != stage.name or interrupted(cfg.state_dir, stage) \
+        paths = stage_paths(project, stage.id)
+        if record is None or record.get("stage") != stage.id or interrupted(cfg.state_dir, stage) \
                 or not all(p.is_file() for p in paths):
             continue
-        contents.stages[stage.name] = {"key": record.get("key"), "image_sha256": record.get("image_sha256"),
+        contents.stages[stage.id] = {"key": record.get("key"), "image_sha256": record.get("image_sha256"),
                                        "files": [keys.relpath(p, root) for p in paths]}
-    reports = _reports(project)
-    others = [*_final_files(project), *(sorted(reports.iterdir()) if reports.is_dir() else [])]
+    others = [*_final_files(project), *(p for folder in _reports(project) if folder.is_dir()
+                                         for p in sorted(folder.iterdir()))]
     if with_keys:
         others += _key_files(project)
     contents.files = [keys.relpath(p, root) for p in others if p.is_file()]
@@ -215,15 +220,14 @@ def _header(tar: tarfile.TarFile, source: str) -> Contents:
 def _allowed(project: Project, contents: Contents, with_keys: bool) -> dict[str, tuple[Path, str | None]]:
     """Every path this project accepts from the archive: relative path -> (target, stage or None)."""
     root = project.config.root
-    names = {s.name for s in project.stages}
+    names = {s.id for s in project.stages}
     allowed: dict[str, tuple[Path, str | None]] = {}
     for name in contents.stages:
         if name in names:
             for path in stage_paths(project, name):
                 allowed[keys.relpath(path, root)] = (path, name)
-    reports = _reports(project)
     extra = [*_final_files(project), *(_key_files(project) if with_keys else [])]
-    extra += [reports / Path(rel).name for rel in contents.files
+    extra += [reports / Path(rel).name for reports in _reports(project) for rel in contents.files
               if Path(rel).parent == Path(keys.relpath(reports, root))
               and stage_files.REPORT_NAME.fullmatch(Path(rel).name)]
     for path in extra:
@@ -288,7 +292,7 @@ def import_(project: Project, source: str, *, with_keys: bool = False) -> Import
 def _place(project: Project, contents: Contents, received: dict[Path, Path], digests: dict[Path, str],
            result: Imported) -> bool:
     """Rename verified files into place: whole stages, then the other files; True if doit's database was taken."""
-    names = {s.name for s in project.stages}
+    names = {s.id for s in project.stages}
     for name, entry in contents.stages.items():
         if name not in names:
             result.refused.append(f"stage {name}: not a stage of this project, skipped")

@@ -31,6 +31,8 @@ class BootSpec:
     cpus: int = 2
     user: str = "vault"
     key: Path
+    extra_keys: tuple[Path, ...] = ()  # tried after ``key`` (an image whose build key was replaced)
+    snapshot: bool = True  # False: the guest writes the image (a development image, never a final one)
     units: tuple[str, ...] = ()  # systemd units that must be active
     checks: tuple[str, ...] = ()  # shell commands run over SSH as ``user``; each must exit 0
     boot_timeout: float = 600.0

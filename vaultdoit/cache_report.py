@@ -33,12 +33,12 @@ def collect(project: Project) -> dict[str, Any]:
         data = owned.read_marker(stage.output.parent)
         if data is not None:
             if data.get("apt"):
-                stages[stage.name] = {**data["apt"], "finished": data.get("finished")}
+                stages[stage.id] = {**data["apt"], "finished": data.get("finished")}
     apt["last_build_per_stage"] = stages
     from vaultdoit import remote
 
     shared = remote.spec(cfg)
-    pulled = {stage.name: (owned.read_marker(stage.output.parent) or {}).get("pulled") for stage in project.stages}
+    pulled = {stage.id: (owned.read_marker(stage.output.parent) or {}).get("pulled") for stage in project.stages}
     return {
         "wheels": wheels,
         "apt": apt,

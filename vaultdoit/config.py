@@ -23,6 +23,7 @@ from typing import Any
 
 from vaultdoit.errors import ConfigError
 from vaultdoit.model import DEFAULT_APT_PORT
+from vaultdoit.paths import BuildPaths
 from vaultdoit.settings import (
     ACCESS_KEY_ENV,
     ALLOWED_PATHS_ENV,
@@ -44,6 +45,7 @@ from vaultdoit.settings import (
     SCOPE_KEYS,
     SETTINGS,
     STAGE,
+    VARIANT,
     VERIFY,
     Setting,
     lookup,
@@ -101,8 +103,19 @@ class StageConfig:
 
     name: str
     stall_timeout: float | None = None  # None: the project's stall_timeout
+    memory: int | None = None  # MiB of the build VM; None: the project's (then the host's default)
+    cpus: int | None = None
     # Where the table was written ("<file>:<line>"), for the planner's "no such stage" error.
     origin: str = field(default=CONFIG_FILE, compare=False)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """``[variants.<name>]``: one variant's Packer variable values and var files."""
+
+    name: str
+    variables: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    var_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,10 @@ class ProjectConfig:
     # Who signs: the public key beside signing_key ("type base64"), else its path. A new key
     # at the same path signs again; the private key is never read here.
     signer: str | None = None
+    variants: tuple[VariantConfig, ...] = ()
+    variant: str = "all"  # the variants plain `doit` builds (see variants.choose)
+    memory: int | None = None  # build VMs' MiB; None: from the host (see resources)
+    cpus: int | None = None
     keep_failed: bool = False  # keep a failed stage's disk aside (build/<profile>/failed/<stage>/)
     # The shared stage cache: "<registry>/<repository>" (vault.toml or the environment), or None.
     remote_cache: str | None = None
@@ -150,36 +167,44 @@ class ProjectConfig:
         return self.root / CONFIG_FILE
 
     @property
+    def paths(self) -> BuildPaths:
+        """Every path of this profile's build (see vaultdoit.paths)."""
+        return BuildPaths(self.root, self.profile, self.image_name)
+
+    @property
     def final_dir(self) -> Path:
-        return self.root / "build" / "final"
+        return self.paths.final_dir
 
     @property
     def final_image(self) -> Path:
-        return self.final_dir / f"{self.image_name}.qcow2"
+        """The final image of a project with one image (see BuildPaths.final_image)."""
+        return self.paths.final_image()
 
     @property
     def logs_dir(self) -> Path:
-        return self.root / "build" / "logs"
+        return self.paths.logs_root
 
     @property
     def state_dir(self) -> Path:
         """vaultdoit's own bookkeeping (doit's dependency DB, digests, markers)."""
-        return self.build_dir / ".vaultdoit"
+        return self.paths.state_dir
 
     @property
     def failed_dir(self) -> Path:
         """Where ``keep_failed`` puts a failed stage's disk: never a stage's output folder."""
-        return self.build_dir / "failed"
+        return self.paths.failed_dir
 
     @property
     def cache_dir(self) -> Path:
-        return self.root / "cache"
+        return self.paths.cache_dir
 
     def stage_config(self, stage: str) -> StageConfig:
         """``[stages.<stage>]`` with the project's values filled in where it sets none."""
         own = next((s for s in self.stage_configs if s.name == stage), StageConfig(stage))
         timeout = self.stall_timeout if own.stall_timeout is None else own.stall_timeout
-        return StageConfig(stage, stall_timeout=timeout, origin=own.origin)
+        return StageConfig(stage, stall_timeout=timeout,
+                           memory=self.memory if own.memory is None else own.memory,
+                           cpus=self.cpus if own.cpus is None else own.cpus, origin=own.origin)
 
     def confine(self, path: Path, setting: str, *, value: object = None, file: str | Path | None = None) -> Path:
         """``confine()`` against this project's folder and allowed_paths."""
@@ -673,16 +698,25 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         keep_failed=r.get(("keep_failed",), PROJECT),
         stage_configs=tuple(
             StageConfig(name, stall_timeout=r.get(("stages", name, "stall_timeout"), STAGE),
+                        memory=r.get(("stages", name, "memory"), STAGE), cpus=r.get(("stages", name, "cpus"), STAGE),
                         origin=f.at(r.written(("stages", name))))
             for name in r.names("stages")),
         signing_key=(signing_key := _signing_key(r)),
         signer=_signer(signing_key),
+        variants=tuple(_variant(r, name) for name in r.names("variants")),
+        variant=r.get(("variant",), PROJECT),
+        memory=r.get(("memory",), PROJECT),
+        cpus=r.get(("cpus",), PROJECT),
         remote_cache=_remote_cache(r),
         remote_push=_remote_push(r),
         remote_chunk_size=size_bytes(r.get(("remote_chunk_size",), PROJECT)),
         build_key_from=_key_from(BUILD_KEY_ENV),
         access_key_from=_key_from(ACCESS_KEY_ENV),
     )
+    if cfg.variant != "all":
+        from vaultdoit.variants import choose
+
+        choose([v.name for v in cfg.variants], cfg.variant, file=f.at(r.written(("variant",))))
     try:
         # The final image is build/final/<image_name>.qcow2: build/final itself may be a symlink.
         confine(cfg.final_image, root, r.allowed, "image_name", value=image_name)
@@ -690,6 +724,19 @@ def load(root: Path, profile: str | None = None) -> ProjectConfig:
         err.file = f.at(r.written(("image_name",)))
         raise
     return cfg
+
+
+def _variant(r: _Resolver, name: str) -> VariantConfig:
+    key: Key = ("variants", name)
+    if not PROFILE_NAME.fullmatch(name) or name == "all":
+        # The name becomes a folder (build/logs/<profile>/<variant>) and part of task names.
+        raise r.f.error(r.written(key), f"variant name {_toml(name)} is not a plain name",
+                        hint="use letters, digits, ., _ and -, starting with a letter or digit (not \"all\")")
+    return VariantConfig(
+        name=name,
+        variables={k[3]: v.value for k, v in r.values.items() if k[:3] == (*key, "variables") and len(k) == 4},
+        var_files=tuple(r.root / p for p in r.get((*key, "var_files"), VARIANT)),
+    )
 
 
 def _default_packer_dir(r: _Resolver, profile: str | None) -> Path:

@@ -38,6 +38,24 @@ def _profile_arg() -> str | None:
     return _var("profile")
 
 
+VARIANT_ENV = "VAULTDOIT_VARIANT"
+
+
+def _variants(proj: plan.Project) -> tuple[str, ...] | None:
+    """The variants the final_image and verify groups cover, from ``variant=`` on doit's command
+    line or VAULTDOIT_VARIANT (None: vault.toml's ``variant``)."""
+    import os
+
+    from vaultdoit.variants import choose
+
+    given = _var("variant")
+    if given is not None:
+        return choose(proj.variants, given, source=" (variant= on the command line)")
+    if os.environ.get(VARIANT_ENV):
+        return choose(proj.variants, os.environ[VARIANT_ENV], source=f" (from {VARIANT_ENV})")
+    return None
+
+
 def _take_lock(root: Path) -> lock.BuildLock | None:
     """The project's build lock when this doit command changes the build (not list, info, ...)."""
     args = sys.argv[1:]
@@ -90,6 +108,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
         run = runvars.from_doit()  # var.NAME=value, keep_failed=1
         proj = runvars.apply(project(root, _profile_arg(), run.variables), run)
         cfg = proj.config
+        chosen = _variants(proj)
         build_lock = _take_lock(root)
         if build_lock is not None:
             interrupt.install()
@@ -111,7 +130,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
     }
 
     def task_vaultdoit() -> Iterator[dict[str, Any]]:
-        for task in gen_all(proj):
+        for task in gen_all(proj, chosen):
             yield _guard(task)
 
     task_vaultdoit.__doc__ = "vaultdoit tasks"

@@ -71,7 +71,10 @@ def from_tasks(tasks: Iterable[tuple[str, Mapping[str, Any]]], *, results: Mappi
         elif kind == "final" and meta.get("top") in stage_task:
             graph.edges.append((stage_task[meta["top"]], name))
         elif kind == "verify":
-            graph.edges.extend((n, name) for n, m in metas.items() if m.get("kind") == "final" and n in names)
+            # Its own image's final task (several images: each boot test has one); else every final.
+            finals = [meta["final"]] if meta.get("final") in names else [
+                n for n, m in metas.items() if m.get("kind") == "final" and n in names]
+            graph.edges.extend((n, name) for n in finals)
     return graph
 
 

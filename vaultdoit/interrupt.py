@@ -78,7 +78,7 @@ def tracked(task: dict[str, Any], before: Callable[[], TaskFailed | None] | None
         return action
 
     actions = []
-    for item in task.get("actions", []):
+    for item in task.get("actions") or []:
         if isinstance(item, tuple) and item and callable(item[0]):
             item = (wrap(item[0]), *item[1:])
         elif callable(item) and not isinstance(item, (str, list)):
@@ -89,12 +89,12 @@ def tracked(task: dict[str, Any], before: Callable[[], TaskFailed | None] | None
 
 def _what(name: str, targets: tuple[str, ...]) -> str:
     """What became of one interrupted task."""
-    if name.startswith("stage:") or name == "final_image":
+    if name.startswith(("stage:", "final_image")):
         if targets and Path(targets[0]).exists():
             return f"{name} stopped, previous image kept"
         return f"{name} stopped, no image written"
-    if name == "verify":
-        return "verify stopped, boot test not finished"
+    if name == "verify" or name.startswith("verify:"):
+        return f"{name} stopped, boot test not finished"
     return f"{name} stopped, it runs again next time"
 
 
@@ -112,7 +112,11 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
     with _COND:
         stopped = {**_STOPPED, **_RUNNING}
     # Tasks in worker threads never saw the KeyboardInterrupt: stop their programs
-    # so that they fail and restore their previous output, and wait for that.
+    # so that they fail and restore their previous output, and wait for that. Builds
+    # waiting for room beside other VMs give up rather than start one.
+    from vaultdoit import resources
+
+    resources.guard().close()
     proc.stop_all()
     with _COND:
         _COND.wait_for(lambda: not _RUNNING, timeout=SETTLE)

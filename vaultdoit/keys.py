@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,23 @@ def redact(secret: str) -> str:
     return f"<sensitive:{sha256_text(secret)[:16]}>"
 
 
-def normalize(value: Any, root: Path, secrets: Iterable[str] = ()) -> Any:
+def normalize(value: Any, root: Path, secrets: Iterable[str] = (), places: Mapping[str, str] | None = None) -> Any:
     """``value`` as JSON-ready data for a key: the project folder as ``<project>``,
-    Unknown values by their expression text, secrets replaced by a digest."""
+    Unknown values by their expression text, secrets replaced by a digest, and the
+    folders in ``places`` (absolute path -> placeholder: where a build writes its logs
+    and reports) by their placeholder, so they decide no key."""
     root_text = str(root)
     hidden = sorted({s for s in secrets if s}, key=len, reverse=True)
+    # A folder counts only as a whole path: /p/build/logs/mini is not a prefix of /p/build/logs/mini-2.
+    folders = [(re.compile(re.escape(folder) + r"(?![\w.-])"), placeholder) for folder, placeholder
+               in sorted((places or {}).items(), key=lambda item: len(item[0]), reverse=True)]
 
     def text(item: str) -> str:
         for secret in hidden:
             if secret in item:
                 item = item.replace(secret, redact(secret))
+        for pattern, placeholder in folders:
+            item = pattern.sub(placeholder, item)
         if root_text in item:
             item = item.replace(root_text + os.sep, PROJECT + "/").replace(root_text, PROJECT)
         return item
@@ -154,27 +162,27 @@ def compute(stage: Stage, parent_key: str | None, root: Path, digest_cache: Path
 
 
 def chain_keys(chain: Sequence[Stage], root: Path, digest_cache: Path | None = None) -> dict[str, str]:
-    """The key of each stage of ``chain`` (base first): the one recorded beside its image when
-    there is one (what was really built), else computed from the plan."""
+    """The key of each stage of ``chain`` (base first), by stage id: the one recorded beside its
+    image when there is one (what was really built), else computed from the plan."""
     from vaultdoit import owned
 
     found: dict[str, str] = {}
     parent: str | None = None
     for stage in chain:
         marker = owned.read_marker(stage.output.parent)
-        if marker is not None and isinstance(marker.get("key"), str) and marker.get("stage") == stage.name:
+        if marker is not None and isinstance(marker.get("key"), str) and marker.get("stage") == stage.id:
             key = str(marker["key"])
         else:
             key = compute(stage, parent, root, digest_cache)["key"]
-        found[stage.name] = key
+        found[stage.id] = key
         parent = key
     return found
 
 
 def planned_keys(stages: Sequence[Stage], root: Path, digest_cache: Path | None = None) -> dict[str, str]:
-    """The key every stage would be built for now, from today's inputs (``stages`` parents first)."""
+    """The key every stage would be built for now, from today's inputs (``stages`` parents first), by id."""
     found: dict[str, str] = {}
     for stage in stages:
         parent = found[stage.parent] if stage.parent else None
-        found[stage.name] = compute(stage, parent, root, digest_cache)["key"]
+        found[stage.id] = compute(stage, parent, root, digest_cache)["key"]
     return found

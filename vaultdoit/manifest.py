@@ -6,6 +6,7 @@ import json
 import platform
 import time
 from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +61,24 @@ def tool_versions() -> dict[str, str]:
 
 
 def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], root: Path,
-          reports: Path, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest dict for ``image`` built from ``chain`` (base first); ``provenance``
-    (see provenance.record) is recorded as given."""
+          reports: Path | Sequence[Path], variant: str | None = None,
+          provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest dict for ``image`` built from ``chain`` (base first). ``reports``: the folders
+    the chain's stages reported into, later ones first to be read (a variant's, then the shared one);
+    ``provenance`` (see provenance.record) is recorded as given."""
     stages = []
     keys_by_name = keys.chain_keys(chain, root)
     for stage in chain:
         record = owned.read_marker(stage.output.parent) or {}
         stages.append({
             "name": stage.name,
+            "variant": stage.variant,
             "kind": stage.kind,
             "parent": stage.parent,
             "image": _rel(stage.output, root),
             "image_sha256": record.get("image_sha256"),
-            "input_digest": keys_by_name[stage.name],
-            "key": keys_by_name[stage.name],
+            "input_digest": keys_by_name[stage.id],
+            "key": keys_by_name[stage.id],
             "pulled_from": (record.get("pulled") or {}).get("from"),
             "settings_digest": record.get("settings_digest") or keys.sha256_text(keys.canonical(stage.settings)),
             "inputs": dict(sorted((record.get("inputs") or {}).items())),
@@ -82,23 +86,30 @@ def build(*, image: Path, sha256: str, compression: str, chain: list[Stage], roo
             "templates": sorted({_rel(stage.source.file, root)} if stage.source else []),
             "root_image": _rel(stage.root_image, root) if stage.root_image else None,
             "build_seconds": record.get("build_seconds"),
+            "waited_seconds": record.get("waited_seconds"),
             "image_bytes": record.get("image_bytes"),
             "built_at": record.get("finished"),
         })
     data = {
         "schema": SCHEMA,
         "image": {"name": image.name, "bytes": image.stat().st_size, "sha256": sha256,
-                  "compression": compression},
+                  "compression": compression, "variant": variant},
         "stages": stages,
         "tools": tool_versions(),
         "contents": {
-            "debian_packages": _pairs(reports / PACKAGES_FILE, "\t"),
-            "python_packages": _pairs(reports / PIP_FILE, "=="),
+            "debian_packages": _pairs(report_file(reports, PACKAGES_FILE), "\t"),
+            "python_packages": _pairs(report_file(reports, PIP_FILE), "=="),
         },
     }
     if provenance is not None:
         data["provenance"] = provenance
     return data
+
+
+def report_file(reports: Path | Sequence[Path], name: str) -> Path:
+    """``name`` in the first of the ``reports`` folders that has it (the last folder's path if none has)."""
+    folders = [reports] if isinstance(reports, Path) else list(reports)
+    return next((f / name for f in folders if (f / name).is_file()), folders[-1] / name)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -89,7 +89,7 @@ class Stage:
     name: str
     kind: str  # "packer" or "mmdebstrap"
     output: Path  # the image file (absolute)
-    parent: str | None
+    parent: str | None  # the parent stage's id
     inputs: tuple[Path, ...]  # files whose content decides the image (sorted, absolute)
     settings: dict[str, Any] = field(hash=False, compare=False)  # resolved values that decide the image
     source: PackerSource | None = None
@@ -101,6 +101,26 @@ class Stage:
     root_image: Path | None = None
     # Inputs that are missing: errors of building this stage (listing the project still works).
     problems: tuple[str, ...] = ()
+    # The variant this stage is built for; None: one build shared by every variant (or no variants).
+    variant: str | None = None
+
+    @property
+    def id(self) -> str:
+        """``name``, or ``name:variant`` for a stage built once per variant (``stage:<id>`` is its task)."""
+        return f"{self.name}:{self.variant}" if self.variant else self.name
+
+
+@dataclass(frozen=True)
+class Image:
+    """One final image: a leaf of the stage graph (or ``top``), for one variant or for all."""
+
+    name: str | None  # None: the project's only image; else "<variant>", "<leaf>" or "<leaf>:<variant>"
+    top: str  # the id of the stage flattened into it
+    variant: str | None = None
+
+    def task(self, family: str) -> str:
+        """``final_image`` / ``final_image:<name>`` (and the same for ``verify``)."""
+        return f"{family}:{self.name}" if self.name else family
 
 
 GUEST_HOST = "10.0.2.2"  # the host's loopback as seen from QEMU user networking
@@ -158,6 +178,15 @@ class StageBuild:
     # Bootstrapped stages only: the bootstrap's own spec (vaultdoit.bootstrap.BootstrapSpec).
     bootstrap: Any = None
     workdir: Path | None = None
+    # Where this build keeps its files (vaultdoit.paths.BuildPaths) and the task it runs for.
+    paths: Any = None
+    task: str = ""
+    folders: tuple[Path, ...] = ()  # made before the build: its log and report folders
+    # The build VM: its size (vaultdoit.resources.VMSize, what the guard counts), the template
+    # variables that receive it, and the port-window variables the template declares.
+    vm: Any = None
+    vm_vars: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
+    port_vars: tuple[str, ...] = ()
     remote: RemoteCache | None = None  # the shared stage cache, if any (vaultdoit/remote.py)
     reports: Path | None = None  # where stages leave their reports (build/<profile>/reports)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from vaultdoit import owned, proc, qemu_img
 from vaultdoit.errors import VaultError
 from vaultdoit.model import PackerConfig, Stage
+from vaultdoit.paths import safe
 
 SHIM = """#!/bin/sh
 # Written by vaultdoit. Packer < 1.7 runs "qemu-img create -b PARENT" without
@@ -66,17 +69,32 @@ def needs_backing_format_shim(packer: tuple[int, ...], qemu: tuple[int, ...]) ->
 
 
 def write_shim(tools_dir: Path) -> Path:
-    """Write the qemu-img wrapper into ``tools_dir`` and return the folder."""
-    tools_dir.mkdir(parents=True, exist_ok=True)
+    """Write the qemu-img wrapper and return the folder that holds it (to put first on PATH).
+
+    Builds side by side call this at once: the wrapper goes into a folder named by its
+    content, written under a name of its own and renamed into place, so it is written once
+    per content and no build ever runs a half-written or replaced file.
+    """
     real = proc.find_tool("qemu-img")
-    shim = tools_dir / "qemu-img"
     text = SHIM.format(real=real)
-    if not shim.exists() or shim.read_text() != text:
-        tmp = shim.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
+    folder = tools_dir / hashlib.sha256(text.encode()).hexdigest()[:16]
+    shim = folder / "qemu-img"
+    try:
+        if shim.read_text() == text:
+            return folder
+    except OSError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".qemu-img-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o755)
         os.replace(tmp, shim)
-    return tools_dir
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return folder
 
 
 def environment(*, root: Path, tools_dir: Path | None, ansible_cfg: Path | None,
@@ -146,8 +164,8 @@ def _prev(folder: Path) -> Path:
 
 
 def marker_path(state_dir: Path, stage: Stage) -> Path:
-    """The file that exists while a build of ``stage`` is in progress."""
-    return state_dir / f"{stage.name}.building"
+    """The file that exists while a build of ``stage`` is in progress (see BuildPaths.building_marker)."""
+    return state_dir / f"{safe(stage.id)}.building"
 
 
 def interrupted(state_dir: Path, stage: Stage) -> bool:
@@ -194,7 +212,7 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
     marker = marker_path(state_dir, stage)
-    marker.write_text(json.dumps({"stage": stage.name, "output": str(stage.output)}))
+    marker.write_text(json.dumps({"stage": stage.id, "output": str(stage.output)}))
     if folder.exists():
         shutil.rmtree(prev, ignore_errors=True)
         os.replace(folder, prev)

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit import config as config_mod
-from vaultdoit import keys, owned, runvars
+from vaultdoit import keys, owned, runvars, variants
 from vaultdoit.bootstrap import BootstrapSpec, read_packages
-from vaultdoit.config import ProjectConfig
+from vaultdoit.config import ProjectConfig, VariantConfig
 from vaultdoit.errors import ConfigError, GraphError, VaultError
 from vaultdoit.inputs import Collector, extra_var_files
 from vaultdoit.iso_store import check_spec, file_name
-from vaultdoit.model import GUEST_HOST, MISSING_YET, AptRoute, PackerConfig, PackerSource, Provisioner, Stage, Unknown
+from vaultdoit.model import (GUEST_HOST, MISSING_YET, AptRoute, Image, PackerConfig, PackerSource, Provisioner,
+                             Stage, Unknown)
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -36,26 +37,46 @@ RUNTIME_ATTRS = frozenset({
     "host_port_min", "host_port_max", "skip_nat_mapping", "display", "qmp_enable", "qmp_socket",
 })
 
-# Variables vaultdoit sets at build time; never part of a cache key.
-RUNTIME_VARS = frozenset({"accelerator", "memory", "cpus"})
+# Variables vaultdoit sets at build time (where the template declares them); never part of a key:
+# the accelerator, the APT proxy, the VM's size (see resources) and its port windows (see ports).
+RUNTIME_VARS = frozenset({"accelerator", "apt_proxy", "memory", "cpus", "ssh_host_port_min", "ssh_host_port_max",
+                          "vnc_port_min", "vnc_port_max", "http_port_min", "http_port_max"})
 
 
 @dataclass(frozen=True)
 class Project:
-    """A planned project: configuration, the Packer folder and the stage chain."""
+    """A planned project: configuration, the Packer folder, the stages and the images made of them."""
 
     config: ProjectConfig
-    packer: PackerConfig | None
-    stages: tuple[Stage, ...]  # parents before children
-    top: Stage
+    packer: PackerConfig | None  # the first variant's, with several
+    stages: tuple[Stage, ...]  # parents before children; a stage built per variant appears once per variant
+    images: tuple[Image, ...]
     warnings: tuple[str, ...] = ()
     apt: AptRoute = AptRoute()  # the APT proxy the builds use
+    variants: tuple[str, ...] = ()  # the profile's variants, as declared
+    run_vars: runvars.RunVars = ()  # the run's var.NAME=value (see runvars.py)
 
-    def stage(self, name: str) -> Stage:
+    @property
+    def top(self) -> Stage:
+        """The stage flattened into the (first) final image."""
+        return self.stage(self.images[0].top)
+
+    def stage(self, ident: str) -> Stage:
+        """The stage with id ``ident`` (``name`` or ``name:variant``)."""
         for stage in self.stages:
-            if stage.name == name:
+            if stage.id == ident:
                 return stage
+        raise KeyError(ident)
+
+    def image(self, name: str | None) -> Image:
+        for image in self.images:
+            if image.name == name:
+                return image
         raise KeyError(name)
+
+    def sharing(self, stage: Stage) -> tuple[str, ...]:
+        """The variants whose images are built on ``stage`` (all of them for a shared stage)."""
+        return (stage.variant,) if stage.variant else self.variants
 
     def parent(self, stage: Stage) -> Stage | None:
         return self.stage(stage.parent) if stage.parent else None
@@ -133,11 +154,13 @@ def secrets(packer_cfg: PackerConfig) -> list[str]:
     return [v if isinstance(v, str) else keys.canonical(v) for v in values if v not in (None, "")]
 
 
-def _image_settings(source: PackerSource, root: Path, hidden: list[str]) -> dict[str, Any]:
+def _image_settings(source: PackerSource, root: Path, hidden: list[str],
+                    places: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The resolved values that decide a Packer stage's image (its cache key).
 
     Paths inside the project are written relative to it and secrets as digests,
-    so the key is the same wherever the project lives and reveals nothing.
+    so the key is the same wherever the project lives and reveals nothing; the
+    build's log and report folders (``places``) are placeholders.
     """
     attrs = {k: v for k, v in sorted(source.attrs.items()) if k not in RUNTIME_ATTRS}
     provisioners = [
@@ -147,7 +170,7 @@ def _image_settings(source: PackerSource, root: Path, hidden: list[str]) -> dict
          "settings": {k: v for k, v in sorted(p.settings.items()) if k not in ("playbook_file", "extra_arguments")}}
         for p in source.provisioners
     ]
-    return keys.normalize({"source": attrs, "provisioners": provisioners}, root, hidden)
+    return keys.normalize({"source": attrs, "provisioners": provisioners}, root, hidden, places)
 
 
 def _extra_vars(args: tuple[str, ...]) -> dict[str, str]:
@@ -293,7 +316,8 @@ def _inventory_args(prov: Provisioner) -> list[str]:
 
 
 def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: dict[Path, str],
-                   extra_outputs: frozenset[Path]) -> tuple[list[Stage], list[str]]:
+                   extra_outputs: frozenset[Path], places: Mapping[str, str] | None = None,
+                   ) -> tuple[list[Stage], list[str]]:
     root = cfg.root
     warnings: list[str] = []
     outputs = dict(known_outputs)
@@ -304,7 +328,6 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
                              file=source.where or source.file,
                              hint="give each stage its own output_directory/vm_name")
         outputs[out] = source.name
-    owned.check_disjoint(outputs, root, keep=(cfg.state_dir, cfg.cache_dir, cfg.root / "build" / "keys"))
     hidden = secrets(packer_cfg)
     stages: list[Stage] = []
     for source in packer_cfg.sources:
@@ -321,7 +344,7 @@ def _packer_stages(cfg: ProjectConfig, packer_cfg: PackerConfig, known_outputs: 
         inputs = found.found.files - {out}
         stages.append(Stage(
             name=source.name, kind="packer", output=out, parent=parent,
-            inputs=tuple(sorted(inputs)), settings=_image_settings(source, root, hidden),
+            inputs=tuple(sorted(inputs)), settings=_image_settings(source, root, hidden, places),
             source=source, packer=packer_cfg, iso=store,
             root_image=store[2] if store and _backed(source) else None,
             problems=tuple(dict.fromkeys(found.found.problems)),
@@ -365,26 +388,56 @@ def _backed(source: PackerSource) -> bool:
 
 def _order(stages: list[Stage]) -> list[Stage]:
     """Parents before children; a cycle is an error."""
-    by_name = {s.name: s for s in stages}
+    by_id = {s.id: s for s in stages}
     ordered: list[Stage] = []
     state: dict[str, int] = {}
 
     def visit(stage: Stage, path: list[str]) -> None:
-        if state.get(stage.name) == 2:
+        if state.get(stage.id) == 2:
             return
-        if state.get(stage.name) == 1:
-            cycle = " -> ".join([*path[path.index(stage.name):], stage.name])
+        if state.get(stage.id) == 1:
+            cycle = " -> ".join([*path[path.index(stage.id):], stage.id])
             raise GraphError(f"stage cycle: {cycle}", file=stage.source.file if stage.source else None,
                              hint="a stage's iso_url must not lead back to itself")
-        state[stage.name] = 1
+        state[stage.id] = 1
         if stage.parent:
-            visit(by_name[stage.parent], [*path, stage.name])
-        state[stage.name] = 2
+            visit(by_id[stage.parent], [*path, stage.id])
+        state[stage.id] = 2
         ordered.append(stage)
 
     for stage in stages:
         visit(stage, [])
     return ordered
+
+
+def load_packer(cfg: ProjectConfig, variant: VariantConfig | None, overrides: Mapping[str, Any]) -> PackerConfig:
+    """The template folder read with the values of ``variant`` (None: no variants); ``overrides``
+    rank above everything (the run's ``var.NAME=value``, then the log and report folders of the
+    build, see variants.locations)."""
+    from vaultdoit import hcl  # imports python-hcl2: only when the plan is not cached
+
+    defaults = dict(cfg.variables)
+    var_files = cfg.var_files
+    if variant is not None:
+        defaults = {**defaults, variants.VARIANT_VAR: variant.name, **variant.variables}
+        var_files = (*var_files, *variant.var_files)
+    return hcl.load_packer_dir(cfg.packer_dir, cwd=cfg.root, var_files=var_files, defaults=defaults,
+                               overrides=overrides)
+
+
+def _load_packer(cfg: ProjectConfig, variant: VariantConfig | None, location: str | None,
+                 run: runvars.RunVars) -> PackerConfig:
+    """``load_packer`` with the run's variables and the log and report folders of a build for
+    ``location`` (a variant's name, or None for a build shared by every variant)."""
+    return load_packer(cfg, variant, {**dict(run), **variants.locations(cfg.paths, location)})
+
+
+def planned_with(project: Project, stage: Stage) -> VariantConfig | None:
+    """The variant whose values ``stage`` was planned with (a shared stage: the first)."""
+    found = project.config.variants
+    if not found:
+        return None
+    return next(v for v in found if v.name == stage.variant) if stage.variant else found[0]
 
 
 def load_project(root: Path, profile: str | None = None, variables: runvars.RunVars = ()) -> Project:
@@ -395,34 +448,45 @@ def load_project(root: Path, profile: str | None = None, variables: runvars.RunV
     cfg = config_mod.load(root, profile)
     stages = _bootstrap_stages(cfg)
     known = {s.output: s.name for s in stages}
-    from vaultdoit import hcl  # imports python-hcl2: only when the plan is not cached
-
-    packer_cfg = hcl.load_packer_dir(cfg.packer_dir, cwd=root, var_files=cfg.var_files, defaults=dict(cfg.variables),
-                                     overrides=dict(variables))
-    runvars.check_declared(variables, packer_cfg.variables, cfg.packer_dir)
     extra_outputs = frozenset(p for s in stages for p in s.extra_outputs)
-    packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs)
-    stages += packer_stages
+    paths = cfg.paths
+    warnings: list[str] = []
+    if not cfg.variants:
+        packer_cfg = _load_packer(cfg, None, None, variables)
+        packer_stages, warnings = _packer_stages(cfg, packer_cfg, known, extra_outputs, variants.places(paths, None))
+        stages += packer_stages
+    else:
+        # Each variant with its own values (and its own log and report folders), then once more
+        # with the shared folders: the stages every variant plans alike are taken from that one.
+        passes: dict[str, list[Stage]] = {}
+        first: PackerConfig | None = None
+        for variant in cfg.variants:
+            packer_variant = _load_packer(cfg, variant, variant.name, variables)
+            first = first or packer_variant
+            found, said = _packer_stages(cfg, packer_variant, known, extra_outputs,
+                                         variants.places(paths, variant.name))
+            bootstrapped = {s.id for s in stages}
+            passes[variant.name] = [s for s in _order(stages + found) if s.id not in bootstrapped]
+            warnings += said
+        packer_cfg = _load_packer(cfg, cfg.variants[0], None, variables)
+        shared, _ = _packer_stages(cfg, packer_cfg, known, extra_outputs, variants.places(paths, None))
+        merged, said = variants.combine([v.name for v in cfg.variants], passes, shared, root)
+        stages += merged
+        warnings += said
+    runvars.check_declared(variables, packer_cfg.variables, cfg.packer_dir)
     if not stages:
         raise GraphError('no stages: no build block builds a source "qemu"', file=cfg.packer_dir,
                          hint="add a qemu source and a build block, or check packer_dir")
+    outputs = {s.output: s.id for s in stages}
+    owned.check_disjoint(outputs, root, keep=(cfg.state_dir, cfg.cache_dir, cfg.root / "build" / "keys"))
     ordered = _order(stages)
-    config_mod.check_stage_names(cfg, [s.name for s in ordered])
-    children = {s.parent for s in ordered if s.parent}
-    leaves = [s for s in ordered if s.name not in children]
-    if cfg.top:
-        try:
-            top = next(s for s in ordered if s.name == cfg.top)
-        except StopIteration:
-            raise ConfigError(f"top = {cfg.top!r} is not a stage", file=root / config_mod.CONFIG_FILE,
-                              hint="name one of: " + ", ".join(s.name for s in ordered)) from None
-    elif len(leaves) == 1:
-        top = leaves[0]
-    else:
-        raise GraphError("several top stages: " + ", ".join(s.name for s in leaves),
-                         file=root / config_mod.CONFIG_FILE, hint='set top = "<stage>" in vault.toml')
-    return Project(config=cfg, packer=packer_cfg, stages=tuple(ordered), top=top,
-                   warnings=tuple(dict.fromkeys(warnings)), apt=_apt_route(cfg, packer_cfg))
+    config_mod.check_stage_names(cfg, list(dict.fromkeys(s.name for s in ordered)))
+    if cfg.top and not any(s.name == cfg.top for s in ordered):
+        raise ConfigError(f"top = {cfg.top!r} is not a stage", file=root / config_mod.CONFIG_FILE,
+                          hint="name one of: " + ", ".join(dict.fromkeys(s.name for s in ordered)))
+    return Project(config=cfg, packer=packer_cfg, stages=tuple(ordered), images=variants.images(ordered, cfg.top),
+                   warnings=tuple(dict.fromkeys(warnings)), apt=_apt_route(cfg, packer_cfg),
+                   variants=tuple(v.name for v in cfg.variants), run_vars=tuple(variables))
 
 
 def _apt_route(cfg: ProjectConfig, packer_cfg: PackerConfig | None) -> AptRoute:

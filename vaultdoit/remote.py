@@ -88,8 +88,8 @@ def parent_image(build: StageBuild) -> str | None:
         return None
     digest = stage_files.image_digest(build.parent.output)
     if digest is None:
-        raise RemoteError(f"the parent stage {build.parent.name} has no build record",
-                          hint=f"build stage:{build.parent.name} first")
+        raise RemoteError(f"the parent stage {build.parent.id} has no build record",
+                          hint=f"build stage:{build.parent.id} first")
     return digest
 
 
@@ -540,7 +540,7 @@ def before_build(build: StageBuild, record: dict[str, Any]) -> bool:
     remote = build.remote
     if remote is None or not _usable(remote):
         return False
-    name = build.stage.name
+    name = build.stage.id
     try:
         from vaultdoit import packer
 
@@ -576,12 +576,12 @@ def after_build(build: StageBuild, record: dict[str, Any]) -> None:
         _failed(remote, err)
         return
     except OSError as err:
-        note(f"warning: stage {build.stage.name}: not pushed ({err})")
+        note(f"warning: stage {build.stage.id}: not pushed ({err})")
         return
     except Exception as err:  # noqa: BLE001 - the cache is optional: a fault in it never fails a build
         _failed(remote, RemoteError(f"internal error: {type(err).__name__}: {err}"))
         return
-    note(f"stage {build.stage.name}: {result.summary('pushed to')}")
+    note(f"stage {build.stage.id}: {result.summary('pushed to')}")
 
 
 # --------------------------------------------------------------------------- by hand: vaultdoit cache push|pull
@@ -593,14 +593,14 @@ def _builds(project: Any, names: Iterable[str], *, ancestors: bool) -> list[Stag
     from vaultdoit.tasks.stages import stage_build
 
     wanted = list(names)
-    known = [s.name for s in project.stages]
+    known = [s.id for s in project.stages]
     for name in wanted:
         if name not in known:
             raise ConfigError(f"no stage named {name!r}", hint="pick one of: " + ", ".join(known))
     chosen = set(wanted or known)
     if ancestors:
-        chosen |= {s.name for name in list(chosen) for s in project.chain(project.stage(name))}
-    return [stage_build(project, s) for s in project.stages if s.name in chosen]
+        chosen |= {s.id for name in list(chosen) for s in project.chain(project.stage(name))}
+    return [stage_build(project, s) for s in project.stages if s.id in chosen]
 
 
 def _configured(project: Any) -> RemoteCache:
@@ -621,7 +621,7 @@ def push_stages(project: Any, names: Iterable[str]) -> list[str]:
     planned = keys.planned_keys(project.stages, root, project.config.state_dir / "digests.json")
     lines = []
     for build in _builds(project, names, ancestors=False):
-        name = build.stage.name
+        name = build.stage.id
         record = owned.read_marker(build.stage.output.parent)
         if record is None or record.get("key") != planned[name] or not build.stage.output.is_file():
             lines.append(f"stage {name}: not built for today's inputs, not pushed (build it first)")
@@ -642,23 +642,23 @@ def pull_stages(project: Any, names: Iterable[str]) -> list[str]:
     for build in _builds(project, names, ancestors=True):
         stage = build.stage
         if stage.parent in missing:
-            lines.append(f"stage {stage.name}: its parent is not here, not pulled")
-            missing.add(stage.name)
+            lines.append(f"stage {stage.id}: its parent is not here, not pulled")
+            missing.add(stage.id)
             continue
         parent_key = owned.read_marker(build.parent.output.parent) if build.parent else None
         record = keys.compute(stage, parent_key.get("key") if parent_key else None, build.root, build.digests)
         current = owned.read_marker(stage.output.parent)
         if current is not None and current.get("key") == record["key"] and stage.output.is_file() \
                 and not packer.interrupted(build.state_dir, stage):
-            lines.append(f"stage {stage.name}: up to date here")
+            lines.append(f"stage {stage.id}: up to date here")
             continue
         packer.recover(build.state_dir, stage)
         result = pull_stage(registry, build, record)
         if result is None:
-            lines.append(f"stage {stage.name}: not in the remote cache ({tag_for(record['key'], parent_image(build))})")
-            missing.add(stage.name)
+            lines.append(f"stage {stage.id}: not in the remote cache ({tag_for(record['key'], parent_image(build))})")
+            missing.add(stage.id)
         else:
-            lines.append(f"stage {stage.name}: {result.summary('pulled from')}")
+            lines.append(f"stage {stage.id}: {result.summary('pulled from')}")
     project.config.state_dir.mkdir(parents=True, exist_ok=True)
     state.adopt(project, state.db_path(project))
     return lines

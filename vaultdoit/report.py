@@ -224,7 +224,13 @@ def html(record: dict[str, Any], here: Path) -> str:
         '<h2 id="graph">Stage graph</h2>', f'<div class="figure">{stage_graph(tasks)}</div>',
     ]
     out += _stages(tasks, root, here)
-    out += _boot(next((t for t in tasks if (t.get("meta") or {}).get("kind") == "verify"), None), root, here)
+    boots = [t for t in tasks if (t.get("meta") or {}).get("kind") == "verify"]
+    if len(boots) <= 1:
+        out += _boot(boots[0] if boots else None, root, here)
+    else:  # several images (leaves or variants): one section per boot test
+        for number, task in enumerate(boots):
+            out += _boot(task, root, here, title=f"Boot test: {task['name']}",
+                         anchor=f"boot-{number}" if number else "boot")
     out += ['<h2 id="tasks">Tasks and logs</h2>', "<table><thead><tr><th>#</th><th>task</th><th>result</th>"
             "<th>time</th><th>size</th><th>log</th></tr></thead><tbody>"]
     for t in sorted(tasks, key=lambda t: t.get("number") or 1e9):
@@ -268,8 +274,9 @@ def _stages(tasks: list[dict[str, Any]], root: Path, here: Path) -> list[str]:
     return out
 
 
-def _boot(task: dict[str, Any] | None, root: Path, here: Path) -> list[str]:
-    out = ['<h2 id="boot">Boot test</h2>']
+def _boot(task: dict[str, Any] | None, root: Path, here: Path, title: str = "Boot test",
+          anchor: str = "boot") -> list[str]:
+    out = [f'<h2 id="{anchor}">{escape(title)}</h2>']
     if task is None:
         return out + ['<p class="muted">not part of this run (<code>doit verify</code> runs it).</p>']
     boot = (task.get("facts") or {}).get("boot")

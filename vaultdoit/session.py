@@ -81,23 +81,27 @@ def _stage_boot(project: Project, name: str) -> tuple[Path | None, Path | None, 
 
 
 def resolve(project: Project, name: str | None) -> Target:
-    """The image ``name`` stands for: ``final`` (the default; also ``final_image``) is the final image,
-    ``stage:<name>`` (or a stage's bare name) a stage's, ``failed:<stage>`` a failed build's kept disk,
-    anything else a qcow2 file. The mini profile has a stage named final: that one is ``stage:final``."""
+    """The image ``name`` stands for: ``final`` (the default; also ``final_image``) is the (first) final
+    image, ``final:<image>`` (or ``final_image:<image>``) one of several, ``stage:<id>`` (or a stage's
+    bare id) a stage's, ``failed:<stage>`` a failed build's kept disk, anything else a qcow2 file. The
+    mini profile has a stage named final: that one is ``stage:final:<variant>``."""
     cfg = project.config
-    names = [s.name for s in project.stages]
-    if name in (None, FINAL, "final_image"):
-        out = cfg.final_image
+    names = [s.id for s in project.stages]
+    wanted = next((i for i in project.images if i.name and name in (f"{FINAL}:{i.name}", f"final_image:{i.name}")),
+                  project.images[0] if name in (None, FINAL, "final_image") else None)
+    if wanted is not None:
+        out = cfg.paths.final_image(wanted.name)
         boot = [p if p.exists() else None for p in (out.with_suffix(".vmlinuz"), out.with_suffix(".initrd.img"))]
-        return Target(FINAL, out, boot[0], boot[1],
-                      vm.DEFAULT_APPEND, cfg.verify.user, cfg.verify.key or cfg.access_key, "doit final_image")
+        label = f"{FINAL}:{wanted.name}" if wanted.name and name not in (None, FINAL, "final_image") else FINAL
+        return Target(label, out, boot[0], boot[1], vm.DEFAULT_APPEND, cfg.verify.user,
+                      cfg.verify.key or cfg.access_key, f"doit {wanted.task('final_image')}")
     assert name is not None
     failed = name.startswith(FAILED)
     stage_name = name.removeprefix(FAILED).removeprefix("stage:")
     if stage_name in names:
         stage = project.stage(stage_name)
         kernel, initrd, append = _stage_boot(project, stage_name)
-        image = cfg.failed_dir / stage_name / stage.output.name if failed else stage.output
+        image = cfg.paths.failed_disk(stage.id, stage.output.name) if failed else stage.output
         hint = (f"`doit stage:{stage_name} keep_failed=1` keeps the disk of a failed build" if failed
                 else f"doit stage:{stage_name}")
         return Target(f"{FAILED}{stage_name}" if failed else f"stage:{stage_name}", image, kernel, initrd, append,
@@ -108,8 +112,9 @@ def resolve(project: Project, name: str | None) -> Target:
         return Target(path.name, image, None, None, vm.DEFAULT_APPEND, cfg.verify.user,
                       cfg.verify.key or cfg.access_key, "give the path of an image")
     raise ConfigError(f"no image named {name!r}", file=cfg.packer_dir,
-                      hint="name the final image (final), a stage (" + ", ".join(f"stage:{n}" for n in names)
-                           + "), failed:<stage> or a .qcow2 file")
+                      hint="name the final image (" + ", ".join(
+                          f"{FINAL}:{i.name}" if i.name else FINAL for i in project.images) + "), a stage ("
+                           + ", ".join(f"stage:{n}" for n in names) + "), failed:<stage> or a .qcow2 file")
 
 
 def _slug(name: str) -> str:

@@ -33,6 +33,7 @@ FINAL = "final"          # [final]
 VERIFY = "verify"        # [verify]
 BOOTSTRAP = "bootstrap"  # [bootstrap.<stage>]
 STAGE = "stage"          # [stages.<stage>]
+VARIANT = "variant"      # [variants.<variant>]
 
 # What a path setting names: inputs are only read (anywhere); outputs are written (confined).
 INPUT, INPUT_DIR, OUTPUT, FOLDER = "input", "input folder", "output", "folder"
@@ -120,6 +121,8 @@ SIZE = matching(r"[1-9][0-9]*[KkMmGgTt]?", 'a size such as "3G" or "3072M"', "si
 APT_PROXY = Check(lambda v: v in ("auto", "off") or re.fullmatch(r"https?://[^\s/]+.*", v) is not None,
                   "auto, off or an http:// or https:// URL", "auto, off or a URL")
 NAME = matching(r"[A-Za-z0-9][A-Za-z0-9._+-]*", "a name (letters, digits, . _ + -)", "name")
+VARIANTS = matching(r"[A-Za-z0-9][A-Za-z0-9._-]*(\s*,\s*[A-Za-z0-9][A-Za-z0-9._-]*)*",
+                    '"all", a variant name or names separated by commas', "`all` or names")
 # <host>[:port]/<repository>: the repository in lower case, as OCI names are.
 REPOSITORY = matching(r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+",
                       "<registry>/<repository>, e.g. registry.example.com/team/vault-stages",
@@ -217,6 +220,21 @@ SETTINGS: tuple[Setting, ...] = (
             "folders outside the project that vaultdoit may create files in or delete from (see "
             f"[Paths](#paths)); also `{ALLOWED_PATHS_ENV}` (`:`-separated absolute paths)",
             check=NON_EMPTY, path=FOLDER, example='allowed_paths = ["/srv/images"]'),
+    Setting("variants", PROJECT, TABLES, None,
+            "variants of the profile's image, each a set of Packer variable values (see below)", table=VARIANT),
+    Setting("variant", PROJECT, STRING, "all",
+            "the variants plain `doit`, `final_image` and `verify` build: `all`, a name, or names separated by "
+            "commas; override with `doit final_image variant=NAME[,NAME]` or `VAULTDOIT_VARIANT` (the tasks of "
+            "every variant exist either way: `doit final_image:<variant>`)",
+            check=VARIANTS, example='variant = "demo"'),
+    Setting("memory", PROJECT, INTEGER, None,
+            "MiB of memory of each build VM (the template's variable of its `memory`, or `memory`, where it "
+            "declares one); in no stage's key",
+            default_doc="from the host: a quarter of its memory, 1024–4096", check=at_least(128),
+            example="memory = 2048"),
+    Setting("cpus", PROJECT, INTEGER, None,
+            "virtual CPUs of each build VM (the template's variable of its `cpus`, or `cpus`); in no stage's key",
+            default_doc="from the host: half its cores, at least 1", check=at_least(1), example="cpus = 2"),
     Setting("stall_timeout", PROJECT, SECONDS, 0.0,
             "seconds without console output, Packer output (other than \"Waiting for SSH\"), disk writes "
             "or SSH progress before a stage's or the boot test's VM is stopped; `0`: automatic, 300 for a "
@@ -290,6 +308,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stall_timeout", STAGE, SECONDS, None,
             "overrides the top-level `stall_timeout` for this stage", default_doc="the top-level value",
             check=at_least(0), hint="use 0 (automatic) or a number of seconds", example="stall_timeout = 600"),
+    Setting("memory", STAGE, INTEGER, None, "overrides the top-level `memory` for this stage's VM",
+            default_doc="the top-level value", check=at_least(128), example="memory = 4096"),
+    Setting("cpus", STAGE, INTEGER, None, "overrides the top-level `cpus` for this stage's VM",
+            default_doc="the top-level value", check=at_least(1), example="cpus = 2"),
+
+    Setting("variables", VARIANT, FREE, None,
+            "Packer variable values of this variant, over the profile's `[variables]`"),
+    Setting("var_files", VARIANT, STRINGS, (),
+            "`*.pkrvars.hcl` of this variant, passed after the profile's `var_files`",
+            check=NON_EMPTY, path=INPUT, example='var_files = ["packer/variants/demo.pkrvars.hcl"]'),
 )
 
 # The keys each table may hold.
@@ -307,6 +335,7 @@ PLACES = {
     VERIFY: "in [verify]",
     BOOTSTRAP: "in [bootstrap.<stage>]",
     STAGE: "in [stages.<stage>]",
+    VARIANT: "in [variants.<variant>]",
 }
 
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -379,7 +408,42 @@ A stage built without Packer (usually written `[profiles.<name>.bootstrap.<stage
 Settings of one stage, overriding the top level for it. Stage names are known
 only once the templates are read, so a `[stages.<stage>]` table that names no
 stage is refused when the stages are planned (with a did-you-mean), not when
-vault.toml is read.""",
+vault.toml is read.
+
+`memory` and `cpus` size the stage's build VM. They reach Packer as the
+variables the template writes in the source's `memory` and `cpus` (`memory =
+var.vm_memory` sets `vm_memory`), else as variables named `memory` and `cpus`
+where the template declares them; a template that declares neither keeps its
+own values. They are never part of a stage's key: changing them rebuilds
+nothing. Without a value they come from the host, leaving it usable (the
+seed's OPT-7): a quarter of its memory (at least 1024 MiB, at most 4096) and
+half its cores (at least 1). However many builds doit runs at once (`-n`),
+the build VMs running side by side together stay within the host's cores and
+its memory less a quarter (at least 2 GiB) kept free; a build that would not
+fit waits, with one line saying so (see [Parallel builds](#parallel-builds)).""",
+    VARIANT: """\
+## `[variants.<variant>]`
+
+Variants of the profile's image (usually written
+`[profiles.<name>.variants.<variant>]`), each a set of Packer variable values.
+Every variant is planned with its values; a stage whose resolved settings
+(where it writes left aside), inputs and parent are the same for every
+variant is one task, `stage:<name>`, built once and shared; a stage that
+differs is one task per variant, `stage:<name>:<variant>`, and each variant is
+an image (`final_image:<variant>`, `verify:<variant>`). `variant` (above)
+picks the ones plain `doit` builds. A variant name is a plain name (letters,
+digits, `.`, `_` and `-`) other than `all`.
+
+A stage that differs between variants needs a folder of its own per variant:
+vaultdoit sets the template's variable `variant` (when it declares one) to the
+variant's name, so write e.g. `output_directory = "${var.build_dir}/${var.variant}/final"`.
+Two variants whose images would differ but land in the same folder are an
+error when the project loads.
+
+Variable values, lowest priority first: the template's `default`,
+`*.auto.pkrvars.hcl` of the template folder, `[variables]`, `variant` (the
+variant's name), the variant's `variables`, `var_files` (the profile's, then
+the variant's), `PKR_VAR_<name>`, the command line.""",
 }
 
 DOCS_FOOTER = f"""\
@@ -389,6 +453,44 @@ Free-form: each key is a Packer variable (letters, digits, `_` and `-`), each
 value a string, number, boolean, list or table, passed as `-var name=value`
 (lists and tables as JSON). A string given to a list or map variable is read
 as HCL text, as `packer build -var` does.
+
+## Parallel builds
+
+`doit -n N final_image` (doit runs tasks in threads) builds independent
+stages and variants at once, and nothing two builds use at the same time is
+shared:
+
+- each stage instance writes its own output folder (refused at load
+  otherwise), its own log (`build/logs/<profile>/[<variant>/]stage-<name>.log`),
+  var file, merged `ansible.cfg`, fact cache (`cache/facts/<stage>[-<variant>]`)
+  and temporary folder (`TMPDIR` and Ansible's local temp, one per build);
+- vaultdoit sets the template's `log_dir` and `report_dir` variables, where it
+  declares them, to the build's own folders: `build/logs/<profile>/` and
+  `build/<profile>/reports/` for a shared stage, a `<variant>/` folder below
+  each for a variant's own (serial consoles and fetched package lists never
+  meet); those folders are placeholders in stage keys, so they decide nothing;
+- each running VM holds a slot of the guard and gets its own window of ports
+  through the template's `host_port_min`/`_max` (or the older `ssh_host_port_min`/`_max`)
+  and `http_port_min`/`_max` variables where it declares them (slot N:
+  SSH 2222+100N.., HTTP 8000+100N.., each window 100 ports wide); the VNC
+  port stays Packer's pick in 5900-6000 (Packer 1.6 gives QEMU a wrong VNC
+  display for any `vnc_port_min` but 5900). A template that declares none of them gets Packer's random
+  pick in its default ranges, which two builds starting in the same second may
+  race for (one then fails to start its VM; run it again or declare the
+  variables). QMP sockets live in the output folder; the boot test's ports come
+  from the kernel (port 0) and its QMP socket from a private temporary folder;
+- the qemu-img wrapper for Packer 1.6 is written once per content into a folder
+  named by its digest, under a temporary name renamed into place.
+
+The guard: the build VMs running at once (stages, boot tests and `dev:`
+runs) together use at most the host's cores and its memory less a quarter
+(at least 2 GiB) kept free; a build that would not fit waits and says so:
+
+```
+vaultdoit: stage:final:production waits for room: its VM needs 2 CPUs, 1024 MiB; running stage:final:demo use 2 of 2 CPUs and 1024 of 18432 MiB
+```
+
+A stage's record beside its image (and the manifest) keeps `waited_seconds`.
 
 ## Paths
 
@@ -467,7 +569,7 @@ def _type_doc(s: Setting) -> str:
 def _key_doc(s: Setting) -> str:
     if s.kind.shape == "value":
         return f"`{s.name}`"
-    label = {"profiles": "name", "bootstrap": "stage", "stages": "stage"}.get(s.name)
+    label = {"profiles": "name", "bootstrap": "stage", "stages": "stage", "variants": "variant"}.get(s.name)
     return f"`[{s.name}.<{label}>]`" if label else f"`[{s.name}]`"
 
 

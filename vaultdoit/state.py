@@ -69,7 +69,7 @@ def _tasks(project: Project) -> list[Any]:
 
     from vaultdoit.tasks import gen_all
 
-    return [t for t in generate_tasks("vaultdoit", gen_all(project)) if t.actions]
+    return [t for t in generate_tasks("vaultdoit", gen_all(project)) if t.actions and not t.name.startswith("dev:")]
 
 
 def _verdict(project: Project, task: Any, stage_keys: dict[str, str]) -> str | None:
@@ -88,7 +88,7 @@ def _verdict(project: Project, task: Any, stage_keys: dict[str, str]) -> str | N
         if interrupted(project.config.state_dir, stage):
             return "its last build was interrupted"
         marker = owned.read_marker(stage.output.parent)
-        if marker is None or marker.get("key") != stage_keys.get(stage.name):
+        if marker is None or marker.get("key") != stage_keys.get(stage.id):
             return "its image was built from other inputs" if marker else "no build record beside its image"
         parent = project.parent(stage)
         recorded = marker.get("parent_image_sha256")
@@ -96,14 +96,15 @@ def _verdict(project: Project, task: Any, stage_keys: dict[str, str]) -> str | N
             # Same key, but an overlay on other bytes (a parent rebuilt, or brought from elsewhere).
             return "its image is an overlay on another image of its parent"
         return None
-    if task.name == "final_image":
-        manifest = root / keys.relpath(project.config.final_image, root)
+    image = next((i for i in project.images if i.task("final_image") == task.name), None)
+    if image is not None:
+        manifest = root / keys.relpath(project.config.paths.final_image(image.name), root)
         manifest = manifest.with_name(manifest.name + ".manifest.json")
         try:
             recorded = json.loads(manifest.read_text())["stages"][-1]["input_digest"]
         except (OSError, ValueError, KeyError, IndexError):
             return "no manifest"
-        return None if recorded == stage_keys.get(project.top.name) else "made from another top stage"
+        return None if recorded == stage_keys.get(image.top) else "made from another top stage"
     if task.name == "keys" or task.name.startswith("cache:iso-"):
         return None  # the files are the record (an ISO-store file is re-verified when it changed)
     return "re-checked on the next run"

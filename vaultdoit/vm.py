@@ -17,6 +17,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,7 +133,7 @@ def qemu_argv(spec: BootSpec, accel_name: str, port: int, qmp_socket: Path | Non
         "-accel", accel_name, "-cpu", "host" if accel_name == "kvm" else "max",
         "-m", str(spec.memory), "-smp", str(spec.cpus),
         # snapshot=on: guest writes go to a throwaway overlay, never to the image.
-        "-drive", f"file={_opt(spec.image)},if=virtio,format=qcow2,snapshot=on",
+        "-drive", f"file={_opt(spec.image)},if=virtio,format=qcow2" + (",snapshot=on" if spec.snapshot else ""),
         # Loopback only: the guest's sshd is never reachable from the network.
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=n0",
@@ -149,8 +150,9 @@ def qemu_argv(spec: BootSpec, accel_name: str, port: int, qmp_socket: Path | Non
 
 def ssh_argv(spec: BootSpec, port: int, command: str) -> list[str]:
     """ssh to the guest's forwarded port with the spec's key, trusting the throwaway host key."""
+    keys = [arg for key in (spec.key, *spec.extra_keys) for arg in ("-i", str(key))]
     return [
-        "ssh", "-i", str(spec.key), "-p", str(port),
+        "ssh", *keys, "-p", str(port),
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
         # Only this key: agent keys tried first could exhaust sshd's MaxAuthTries.
@@ -302,7 +304,8 @@ class _Session:
     def ssh(self, command: str, timeout: float | None = None) -> tuple[int, str]:
         return ssh_run(self.port, self.spec, command, timeout=timeout, logfile=self.ssh_log)
 
-    def run(self) -> BootReport:
+    def run(self, work: Callable[[_Session], list[CheckResult]] | None = None) -> BootReport:
+        """Boot, run ``work`` once SSH answers (default: the spec's checks), power off."""
         # One event loop for the whole run, entered only for QMP work; the SSH
         # waits stay synchronous so Ctrl-C reaches proc's cleanup directly.
         with asyncio.Runner() as runner:
@@ -313,7 +316,7 @@ class _Session:
                 if status != "running":
                     raise BootError(f"QEMU reports the VM as {status!r}, not running", file=self.spec.image)
                 boot_seconds = self.wait_for_ssh()
-                checks = self.checks()
+                checks = self.checks() if work is None else work(self)
                 stop_start = time.monotonic()
                 checks.append(runner.run(_powerdown(client, self.qemu, self.spec.shutdown_timeout)))
                 shutdown_seconds = time.monotonic() - stop_start
@@ -391,17 +394,19 @@ class _Session:
 
 def _check_inputs(spec: BootSpec) -> None:
     for label, path in (("image", spec.image), ("kernel", spec.kernel), ("initrd", spec.initrd),
-                        ("SSH key", spec.key)):
+                        ("SSH key", spec.key), *(("SSH key", k) for k in spec.extra_keys)):
         if path is not None and not path.is_file():
             raise BootError(f"{label} not found", file=path, hint="build it first")
     # ssh ignores a private key other users can read, which would look like a refused login.
-    if stat.S_IMODE(spec.key.stat().st_mode) & 0o077:
-        raise BootError("SSH key is readable by other users; ssh would ignore it", file=spec.key,
-                        hint=f"chmod 600 {spec.key}")
+    for key in (spec.key, *spec.extra_keys):
+        if stat.S_IMODE(key.stat().st_mode) & 0o077:
+            raise BootError("SSH key is readable by other users; ssh would ignore it", file=key,
+                            hint=f"chmod 600 {key}")
 
 
-def boot_test(spec: BootSpec) -> BootReport:
-    """Boot ``spec.image`` on a snapshot, run the checks, power off.
+def boot_test(spec: BootSpec, work: Callable[[_Session], list[CheckResult]] | None = None) -> BootReport:
+    """Boot ``spec.image`` (on a snapshot unless ``spec.snapshot`` is off), run the checks (or
+    ``work``, given the session once SSH answers: ``session.port``, ``session.ssh()``), power off.
 
     Returns a report (ok=False on failed checks); raises BootError when the
     image cannot be booted far enough to log in.
@@ -425,7 +430,7 @@ def boot_test(spec: BootSpec) -> BootReport:
             try:
                 argv = qemu_argv(spec, accel_name, port, sock_path, serial_log)
                 with proc.spawn(argv, logfile=qemu_log) as qemu:
-                    return _Session(spec, accel_name, qemu, sock_path, port, start).run()
+                    return _Session(spec, accel_name, qemu, sock_path, port, start).run(work)
             except _QemuExited as exc:
                 said = _read_from(qemu_log, offset)
                 # Another program took the port between free_port() and QEMU's bind: once more.

@@ -1,6 +1,8 @@
 # The mini profile: three Packer stages, each a qcow2 overlay on its parent.
 # One source holds the VM settings; each build names its instance and points
 # iso_url at the parent stage's image, which is how vaultdoit finds the chain.
+# Two variants (vault.toml): drivers and frameworks are the same for both and
+# built once; the final stage differs, so it writes a folder per variant.
 
 source "qemu" "stage" {
   disk_image       = true
@@ -14,9 +16,16 @@ source "qemu" "stage" {
   disk_discard     = "unmap"
   net_device       = "virtio-net"
   accelerator      = var.accelerator
+  # Set by vaultdoit for each build (sized to the host, in no stage's key; see vault.toml).
   memory           = var.memory
   cpus             = var.cpus
   headless         = true
+  # Each build side by side gets its own window of ports from vaultdoit (not VNC: Packer 1.6
+  # gives QEMU the display port - vnc_port_min, right only for 5900).
+  host_port_min     = var.host_port_min
+  host_port_max     = var.host_port_max
+  http_port_min     = var.http_port_min
+  http_port_max     = var.http_port_max
   # The image boots by itself (no boot command to type): don't wait 10 s for it.
   boot_wait        = "1s"
   vnc_bind_address = "127.0.0.1"
@@ -74,7 +83,7 @@ build {
   source "source.qemu.stage" {
     name             = "final"
     iso_url          = "${var.build_dir}/frameworks/frameworks.qcow2"
-    output_directory = "${var.build_dir}/final"
+    output_directory = "${var.build_dir}/${var.variant}/final"
     vm_name          = "final.qcow2"
   }
 
@@ -82,6 +91,6 @@ build {
     playbook_file   = "ansible/final.yml"
     use_proxy       = false
     user            = var.ssh_username
-    extra_arguments = ["--extra-vars", "vault_stage=final access_pubkey_file=${abspath(var.access_pubkey_file)} report_dir=${abspath(var.report_dir)} apt_proxy=${var.apt_proxy}"]
+    extra_arguments = ["--extra-vars", "vault_stage=final variant=${var.variant} access_pubkey_file=${abspath(var.access_pubkey_file)} report_dir=${abspath(var.report_dir)} apt_proxy=${var.apt_proxy}"]
   }
 }

@@ -1,6 +1,8 @@
-# Variables shared by the mini profile's stages. vaultdoit passes
-# `accelerator` (probed: kvm where it works, else tcg); vault.toml may
-# override any of them ([profiles.mini.variables]).
+# Variables shared by the mini profile's stages. vaultdoit sets `accelerator`
+# (probed: kvm where it works, else tcg), `apt_proxy`, `memory` and `cpus`,
+# the port windows, `log_dir` and `report_dir` (the build's own folders) and
+# `variant` (the variant's name); vault.toml may set the others
+# ([profiles.mini.variables], or a variant's).
 
 variable "build_dir" {
   type    = string
@@ -19,6 +21,12 @@ variable "apt_proxy" {
   default = ""
 }
 
+# demo or production (vault.toml [profiles.mini.variants.*]): read by the final stage only.
+variable "variant" {
+  type    = string
+  default = "demo"
+}
+
 variable "memory" {
   type    = number
   default = 1024
@@ -27,6 +35,27 @@ variable "memory" {
 variable "cpus" {
   type    = number
   default = 2
+}
+
+# Packer's own defaults; vaultdoit gives each build running side by side a window of its own.
+variable "host_port_min" {
+  type    = number
+  default = 2222
+}
+
+variable "host_port_max" {
+  type    = number
+  default = 4444
+}
+
+variable "http_port_min" {
+  type    = number
+  default = 8000
+}
+
+variable "http_port_max" {
+  type    = number
+  default = 9000
 }
 
 variable "disk_size" {

@@ -130,7 +130,8 @@ build {
   source "source.qemu.stage" {
     name             = "final"
     iso_url          = "${var.build_dir}/frameworks/frameworks.qcow2"
-    output_directory = "${var.build_dir}/final"
+    # The variants differ in this stage only: a folder per variant (vaultdoit sets var.variant).
+    output_directory = "${var.build_dir}/${var.variant}/final"
     vm_name          = "final.qcow2"
   }
 

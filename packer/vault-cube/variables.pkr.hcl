@@ -44,6 +44,7 @@ variable "apt_proxy" {
 }
 
 # Build VM resources (the seed's OPT-7: 4 GiB and 2 CPUs leave a laptop usable).
+# vaultdoit sets them from vault.toml (memory, cpus), or sized to the host.
 # They change how fast a stage builds, not what it contains: no stage key holds them.
 variable "memory" {
   type    = number

@@ -27,21 +27,29 @@ def action(name: str) -> Callable[..., Any]:
     return run
 
 
-def log(project: Project, name: str) -> Path:
-    """The log file of one task (``stage:drivers`` -> build/logs/<profile>/stage-drivers.log)."""
-    cfg = project.config
-    folder = cfg.logs_dir / cfg.profile if cfg.profile else cfg.logs_dir
-    return folder / (name.replace(":", "-") + ".log")
+def log(project: Project, name: str, variant: str | None = None) -> Path:
+    """The log file of one task (``stage:drivers`` -> build/logs/<profile>/stage-drivers.log,
+    ``stage:final:demo`` -> build/logs/<profile>/demo/stage-final.log)."""
+    return project.config.paths.task_log(name, variant)
 
 
 def digests(project: Project) -> Path:
     """The checker's digest sidecar (see vaultdoit.checker)."""
-    return project.config.state_dir / "digests.json"
+    return project.config.paths.digests
 
 
-def reports(project: Project) -> Path:
+def reports(project: Project, variant: str | None = None) -> Path:
     """Where stages leave what they report about the image (package lists)."""
-    return project.config.build_dir / "reports"
+    return project.config.paths.reports(variant)
+
+
+def variant_note(project: Project, stage: Stage) -> str:
+    """What ``doit list`` says about a stage of a profile with variants: shared, or whose."""
+    if not project.variants:
+        return ""
+    if stage.variant:
+        return f" [variant {stage.variant}]"
+    return f" [shared by {', '.join(project.variants)}]"
 
 
 def rel(project: Project, path: Path) -> str:

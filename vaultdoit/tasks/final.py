@@ -1,8 +1,14 @@
-"""The final image (``final_image``) and its boot test (``verify``)."""
+"""The final images (``final_image``) and their boot tests (``verify``).
+
+One image: ``final_image`` and ``verify``. Several (variants, or several leaves
+of the stage graph): ``final_image:<image>`` and ``verify:<image>`` for each, as
+top-level tasks so plain ``doit list`` shows them, and ``final_image`` and
+``verify`` as groups over the selected images.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -10,21 +16,29 @@ from typing import Any
 from vaultdoit.plan import Project
 from vaultdoit.bootspec import BootSpec
 from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
+from vaultdoit.model import Image
+from vaultdoit import resources
 from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
 
 
-def boot_files(project: Project) -> tuple[Path | None, Path | None]:
+def boot_files(project: Project, image: Image | None = None) -> tuple[Path | None, Path | None]:
     """Kernel and initrd of the chain (from its bootstrapped base), if the base has them."""
-    base = project.chain()[0]
+    base = project.chain(project.stage(image.top) if image else None)[0]
     if len(base.extra_outputs) == 2:
         return base.extra_outputs[0], base.extra_outputs[1]
     return None, None
 
 
-def final_outputs(project: Project) -> list[Path]:
-    out = project.config.final_image
-    kernel, initrd = boot_files(project)
+def final_path(project: Project, image: Image | None = None) -> Path:
+    """The final image file of ``image`` (default: the first)."""
+    return project.config.paths.final_image((image or project.images[0]).name)
+
+
+def final_outputs(project: Project, image: Image | None = None) -> list[Path]:
+    image = image or project.images[0]
+    out = final_path(project, image)
+    kernel, initrd = boot_files(project, image)
     files = [out, checksum_path(out), manifest_path(out), sbom_path(out)]
     if project.config.signing_key is not None:
         files += [signature_path(f) for f in signed_files(out)]
@@ -35,77 +49,124 @@ def final_outputs(project: Project) -> list[Path]:
     return files
 
 
-def final_image_task(project: Project) -> dict[str, Any]:
-    """Flatten the stage chain ending at the top stage into one compressed image."""
+def _report_folders(project: Project, image: Image) -> list[Path]:
+    """Where the image's stages reported: its variant's folder first, then the shared one."""
+    return [reports(project, image.variant), reports(project)] if image.variant else [reports(project)]
+
+
+def final_image_task(project: Project, image: Image | None = None) -> dict[str, Any]:
+    """Flatten the stage chain ending at the image's top stage into one compressed image."""
     cfg = project.config
-    kernel, initrd = boot_files(project)
-    deps = rels(project, [project.top.output, *(p for p in (kernel, initrd) if p is not None)])
+    image = image or project.images[0]
+    top = project.stage(image.top)
+    chain = project.chain(top)
+    out = final_path(project, image)
+    kernel, initrd = boot_files(project, image)
+    task = image.task("final_image")
+    deps = rels(project, [top.output, *(p for p in (kernel, initrd) if p is not None)])
     return {
-        "basename": "final_image",
-        "doc": f"flatten stages {' -> '.join(s.name for s in project.chain())} into "
-               f"build/final/{cfg.final_image.name} ({cfg.final.compression}) with its manifest and SBOM"
+        "basename": task,
+        "doc": f"flatten stages {' -> '.join(s.id for s in chain)} into "
+               f"build/final/{out.name} ({cfg.final.compression}) with its manifest and SBOM"
                + (", signed" if cfg.signing_key is not None else ""),
-        "actions": [(action("flatten_image"), [project.top.output, cfg.final_image], {
-            "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, "final_image"),
-            "chain": project.chain(), "root": cfg.root,
-            "reports": reports(project), "signing_key": cfg.signing_key,
+        "actions": [(action("flatten_image"), [top.output, out], {
+            "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, task, image.variant),
+            "chain": chain, "root": cfg.root, "reports": _report_folders(project, image),
+            "variant": image.variant, "signing_key": cfg.signing_key,
         })],
         "file_dep": deps,
-        "targets": rels(project, final_outputs(project)),
+        "targets": rels(project, final_outputs(project, image)),
         # Compression settings decide the file but not the stages: only this task re-runs.
         # So does signing with another key (or none).
         "uptodate": [settings_changed(asdict(cfg.final), "final"),
                      settings_changed({"signer": cfg.signer}, "signing")],
         "clean": True,
-        "meta": {"vaultdoit": {"kind": "final", "image": rel(project, cfg.final_image), "top": project.top.name,
-                               "log": rel(project, log(project, "final_image"))}},
+        "meta": {"vaultdoit": {"kind": "final", "image": rel(project, out), "top": top.id, "variant": image.variant,
+                               "log": rel(project, log(project, task, image.variant))}},
     }
 
 
-def verify_task(project: Project) -> dict[str, Any]:
-    """Boot the final image (snapshot=on) and check it over SSH; fails the build on any failure."""
+def boot_spec(project: Project, image: Image, out: Path | None = None, log_dir: Path | None = None) -> BootSpec:
+    """The boot test of ``image``'s final file (or of ``out``, booted with the image's kernel)."""
     cfg = project.config
-    kernel, initrd = boot_files(project)
-    out = cfg.final_image
-    spec = BootSpec(
+    kernel, initrd = boot_files(project, image)
+    final = final_path(project, image)
+    out = out or final
+    return BootSpec(
         image=out,
-        kernel=out.with_suffix(".vmlinuz") if kernel else None,
-        initrd=out.with_suffix(".initrd.img") if initrd else None,
+        kernel=final.with_suffix(".vmlinuz") if kernel else None,
+        initrd=final.with_suffix(".initrd.img") if initrd else None,
         accelerator=cfg.accelerator,
         memory=cfg.verify.memory,
+        cpus=resources.size(None, cfg.cpus).cpus,
         user=cfg.verify.user,
         key=cfg.verify.key or cfg.access_key,
         units=cfg.verify.units,
         checks=cfg.verify.checks,
         boot_timeout=cfg.verify.boot_timeout,
-        log_dir=cfg.logs_dir / (cfg.profile or "") / "verify",
-        probe=probe_spec(project, (out.with_suffix(".vmlinuz"),) if kernel else ()),
+        log_dir=log_dir or cfg.paths.verify_logs(image.name, image.variant),
+        probe=probe_spec(project, (final.with_suffix(".vmlinuz"),) if kernel else ()),
         stall_timeout=stall_timeout(project),
     )
-    report = verify_report(project)
+
+
+def verify_task(project: Project, image: Image | None = None) -> dict[str, Any]:
+    """Boot the final image (snapshot=on) and check it over SSH; fails the build on any failure."""
+    cfg = project.config
+    image = image or project.images[0]
+    spec = boot_spec(project, image)
+    report = verify_report(project, image)
     junit = report.with_name(report.stem + ".junit.xml")
+    task = image.task("verify")
     # The boot test logs in with the access key, which the keys task makes.
     key = [spec.key] if spec.key in (cfg.access_key, cfg.build_key) else []
     return {
-        "basename": "verify",
-        "doc": f"boot {out.name} on a throwaway snapshot and check it over SSH",
-        "actions": [(action("verify_image"), [spec, report, junit])],
-        "file_dep": rels(project, [*final_outputs(project), *key]),
+        "basename": task,
+        "doc": f"boot {spec.image.name} on a throwaway snapshot and check it over SSH",
+        "actions": [(action("verify_image"), [spec, report, junit], {"label": task})],
+        "file_dep": rels(project, [*final_outputs(project, image), *key]),
         "targets": rels(project, [report, junit]),
         "uptodate": [settings_changed({"units": list(cfg.verify.units), "checks": list(cfg.verify.checks),
                                        "user": cfg.verify.user}, "verify")],
         "clean": True,
         "meta": {"vaultdoit": {"kind": "verify", "report": rel(project, report), "junit": rel(project, junit),
-                               "log": rel(project, spec.log_dir / "serial.log")}},
+                               "log": rel(project, spec.log_dir / "serial.log"), "variant": image.variant,
+                               "final": image.task("final_image")}},
     }
 
 
-def verify_report(project: Project) -> Path:
-    """The boot test's JSON report (its JUnit XML goes beside it)."""
-    cfg = project.config
-    return cfg.root / "build" / "reports" / f"verify-{cfg.image_name}.json"
+def verify_report(project: Project, image: Image | None = None) -> Path:
+    """The boot test's JSON report of ``image`` (default: the first; its JUnit XML goes beside it)."""
+    image = image or project.images[0]
+    return project.config.paths.verify_report(image.name, image.variant)
 
 
-def gen_tasks(project: Project) -> Iterator[dict[str, Any]]:
-    yield final_image_task(project)
-    yield verify_task(project)
+def selected(project: Project, variants: Sequence[str] | None) -> list[Image]:
+    """The images the ``final_image`` and ``verify`` groups cover: those of ``variants`` (None: the
+    profile's ``variant`` setting) and every image that belongs to no variant."""
+    from vaultdoit.variants import choose
+
+    names = choose(project.variants, project.config.variant) if variants is None else tuple(variants)
+    return [i for i in project.images if i.variant is None or i.variant in names]
+
+
+def group_task(project: Project, family: str, images: Sequence[Image], doc: str) -> dict[str, Any]:
+    return {
+        "basename": family,
+        "doc": f"{doc}: {', '.join(str(i.name) for i in images)}",
+        "actions": [],
+        "task_dep": [i.task(family) for i in images],
+        # Nothing of its own to do: reported up to date, its images run (or not) by themselves.
+        "uptodate": [True],
+    }
+
+
+def gen_tasks(project: Project, variants: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+    for image in project.images:
+        yield final_image_task(project, image)
+    for image in project.images:
+        yield verify_task(project, image)
+    if project.images[0].name is not None:
+        chosen = selected(project, variants)
+        yield group_task(project, "final_image", chosen, "every final image")
+        yield group_task(project, "verify", chosen, "boot-test every final image")
