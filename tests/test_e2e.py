@@ -165,6 +165,15 @@ def image_files(image: Path, paths: list[str]) -> tuple[dict[str, str], str]:
     return stats, status
 
 
+def read_offline(image: Path, path: str) -> str:
+    """A file's text, read from the image (and its backing chain) without booting it."""
+    with tempfile.TemporaryDirectory(prefix="vaultdoit-e2e-") as tmp:
+        raw = Path(tmp) / "disk.raw"
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+        return subprocess.run(["debugfs", "-R", f"cat {path}", str(raw)], capture_output=True, text=True,
+                              check=True).stdout
+
+
 def installed(status: str) -> dict[str, str]:
     """name -> version of the installed packages in a dpkg status file."""
     found = {}
@@ -311,21 +320,21 @@ def test_full_build_boot_and_incremental(project: Path):
     dev_log = (root / "build/mini/dev/final-demo/logs/ansible.log").read_text()
     assert "monitoring : Monitoring and health scripts" in dev_log and "cleanup :" not in dev_log
     dev_image = root / "build/mini/dev/final-demo/final.qcow2"
-    report = boot(root, ["grep -q 'e2e: monitoring change' /usr/local/bin/vault-monitor"], "dev", image=dev_image)
-    assert report.ok, report.render()
+    # Read offline (a boot would cost the suite a minute and a half; step 5 boots the full rebuild).
+    assert "e2e: monitoring change" in read_offline(dev_image, "/usr/local/bin/vault-monitor")
     assert identity(stage_image(root, "final")) == images["final"]
     assert doit(root, "final_image", "variant=demo") == {"stage:final:demo", "final_image:demo"}
     for s in ("base", "drivers", "frameworks"):
         assert identity(stage_image(root, s)) == images[s], f"{s} must not be rewritten"
     assert identity(stage_image(root, "final")) != images["final"]
 
-    # 4. The drivers role: drivers, frameworks and both finals rebuild (the finals side by side),
-    #    never the base.
+    # 4. The drivers role: drivers, frameworks and the demo final rebuild, never the base (both
+    #    finals side by side are step 1's; one variant here keeps the suite's time down).
     images = {s: identity(stage_image(root, s)) for s in STAGES}
     defaults = root / "ansible/roles/driver_config/defaults/main.yml"
     defaults.write_text(defaults.read_text().replace('driver_options: "debug=0"', 'driver_options: "debug=1"'))
-    assert doit(root, "-n", "2", "final_image") == {
-        "stage:drivers", "stage:frameworks", *(f"{t}:{v}" for t in ("stage:final", "final_image") for v in VARIANTS)}
+    assert doit(root, "final_image", "variant=demo") == {
+        "stage:drivers", "stage:frameworks", "stage:final:demo", "final_image:demo"}
     assert identity(stage_image(root, "base")) == images["base"]
     for s in ("drivers", "frameworks", "final"):
         assert identity(stage_image(root, s)) != images[s]
