@@ -35,7 +35,9 @@ VARIANTS = ("demo", "production")
 
 def run(root: Path, label: str, *args: str) -> float:
     start = time.monotonic()
-    proc = subprocess.run([str(DOIT), *args, "final_image"], cwd=root, capture_output=True, text=True)
+    # The console reporter names what ran (".  task" lines).
+    proc = subprocess.run([str(DOIT), "--reporter=console", *args, "final_image"], cwd=root, capture_output=True,
+                          text=True)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"{label}: doit failed ({proc.returncode}); see {root}/build/logs\n{proc.stderr[-3000:]}")
