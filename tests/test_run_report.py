@@ -239,3 +239,21 @@ def test_an_interrupted_run_is_reported_as_such(project_copy, tmp_path: Path):
     assert "INTERRUPTED" in (root / "build/reports/runs/latest.html").read_text()
     suite = ET.parse(root / "build/reports/runs/latest.junit.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("errors") == "1"
+
+
+def test_each_final_image_has_its_size_card(tmp_path: Path):
+    """Several images (variants): a size card for each, named; one image: one card, unnamed."""
+    from vaultdoit import report
+
+    def final(name: str, variant: str | None, size: int) -> dict:
+        return {"name": name, "result": "ran", "elapsed": 1.0, "facts": {"bytes": size},
+                "meta": {"kind": "final", "variant": variant}}
+
+    record = {"root": str(tmp_path), "id": "1", "title": "t", "command": "doit", "started": 0.0,
+              "finished": 2.0, "result": "ok", "tasks": [final("final_image:demo", "demo", 3 * 2**20),
+                                                          final("final_image:production", "production", 5 * 2**20)]}
+    text = report.html(record, tmp_path)
+    assert "<span>final image demo</span>" in text and "<span>final image production</span>" in text
+    assert "3.0 MiB" in text and "5.0 MiB" in text
+    record["tasks"] = [final("final_image", None, 2**20)]
+    assert "<span>final image</span>" in report.html(record, tmp_path)

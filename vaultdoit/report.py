@@ -178,9 +178,13 @@ def html(record: dict[str, Any], here: Path) -> str:
     total = record["finished"] - record["started"]
     ok = record["result"] == "ok"
     verdict = {"ok": "succeeded", "interrupted": "INTERRUPTED"}.get(record["result"], "FAILED")
-    final = next((t for t in tasks if (t.get("meta") or {}).get("kind") == "final"), None)
-    final_size = size((final.get("facts") or {}).get("bytes")) if final and (final.get("facts") or {}).get("bytes") \
-        else "—"
+    finals = [t for t in tasks if (t.get("meta") or {}).get("kind") == "final"]
+    # One card per final image (each variant's), named when there are several.
+    final_cards = [
+        f'<div class="card"><b>{size(b) if (b := (t.get("facts") or {}).get("bytes")) else "—"}</b>'
+        f'<span>final image{" " + escape(str(t["meta"].get("variant") or t["name"])) if len(finals) > 1 else ""}'
+        f"</span></div>"
+        for t in finals] or ['<div class="card"><b>—</b><span>final image</span></div>']
     accel = record.get("accelerator") or {}
     out = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -197,7 +201,7 @@ def html(record: dict[str, Any], here: Path) -> str:
         f'<div class="card"><b>{counts["up to date"]}</b><span>up to date</span></div>',
         f'<div class="card{" bad" if counts["failed"] else ""}"><b>{counts["failed"]}</b><span>failed</span></div>',
         f'<div class="card"><b>{duration(total)}</b><span>run time</span></div>',
-        f'<div class="card"><b>{final_size}</b><span>final image</span></div>',
+        *final_cards,
         "</div>",
     ]
     failures = [t for t in tasks if t.get("result") in ("failed", "interrupted")]
