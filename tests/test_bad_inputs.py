@@ -161,11 +161,16 @@ def test_there_are_at_least_40_cases():
     assert len(CASES) >= 40
 
 
+def user_files(root: Path) -> set[Path]:
+    """The project's files, without what the build and Python write (build/, dodo.py's bytecode)."""
+    return {p for p in root.rglob("*") if not {"build", "__pycache__"} & set(p.relative_to(root).parts)}
+
+
 @pytest.mark.parametrize(("name", "mutation", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line(team, name: str, mutation: Mutation, expected: str):
     root, env, log = team
     extra = mutation(root) or {}
-    before = {p for p in root.rglob("*") if "build" not in p.relative_to(root).parts}
+    before = user_files(root)
     start = time.monotonic()
     out = run_doit(root, "final_image", env={**env, **extra}, check=False)
     elapsed = time.monotonic() - start
@@ -178,4 +183,4 @@ def test_bad_input_is_one_line(team, name: str, mutation: Mutation, expected: st
     assert elapsed < 20, elapsed  # bounded work, even on a shared, loaded host
     assert packer_runs(log.parent) == []
     # Nothing of the user's was written or removed.
-    assert {p for p in root.rglob("*") if "build" not in p.relative_to(root).parts} == before
+    assert user_files(root) == before
