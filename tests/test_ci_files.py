@@ -44,10 +44,18 @@ def test_ci_files_restore_build_push_and_keep_what_the_readme_says():
         for needed in ("cache import", "cache export", "cache push", "final_image verify",
                        "VAULTDOIT_REMOTE_CACHE", "VAULTDOIT_BUILD_KEY", "build/final/", "build/reports/"):
             assert needed in text, (name, needed)
+    # A job per image: every variant vault.toml declares for the profile, passed to doit.
+    from vaultdoit import config
+
+    variants = [v.name for v in config.load(REPO, "mini").variants]
+    assert variants == ["demo", "production"]
     github = yaml.safe_load((REPO / "ci/github-actions.yml").read_text())
-    assert github["jobs"]["image"]["strategy"]["matrix"]["include"] == [{"profile": "mini"}]
+    assert github["jobs"]["image"]["strategy"]["matrix"]["include"] == [
+        {"profile": "mini", "variant": v} for v in variants]
     gitlab = yaml.safe_load((REPO / "ci/gitlab-ci.yml").read_text())
-    assert gitlab["vault-image"]["parallel"]["matrix"] == [{"PROFILE": ["mini"]}]
+    assert gitlab["vault-image"]["parallel"]["matrix"] == [{"PROFILE": ["mini"], "VARIANT": variants}]
+    assert 'variant="${{ matrix.variant }}"' in (REPO / "ci/github-actions.yml").read_text()
+    assert 'variant="$VARIANT"' in (REPO / "ci/gitlab-ci.yml").read_text()
     # The run's report and JUnit files: kept, and shown as test results where the CI system can.
     assert "build/$PROFILE/reports/runs/latest.junit.xml" in gitlab["vault-image"]["artifacts"]["reports"]["junit"]
     assert "build/${{ matrix.profile }}/reports/" in (REPO / "ci/github-actions.yml").read_text()
