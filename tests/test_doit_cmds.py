@@ -35,6 +35,11 @@ def test_doit_explain_and_status_come_from_the_plugin_entry_points(built):
     assert [line.split()[0] for line in status.stdout.splitlines()] == ["stage:base", "stage:mid", "stage:top",
                                                                         "final_image"]
     assert all(line.endswith("up to date") for line in status.stdout.splitlines())
+    # dev:<stage> tasks run only when asked, every time: listed, never in the build's status
+    # (else status would always say that something would run).
+    assert "dev:top" in run_doit(root, "list", env=env).stdout
+    whole = run_doit(root, "status", env=env, check=False).stdout.splitlines()
+    assert "stage:top" in whole[3] and not any(line.startswith("dev:") for line in whole), whole
 
     with open(root / "ansible/top.yml", "a") as fh:
         fh.write("# changed\n")

@@ -33,7 +33,7 @@ def _explain(cmd: DoitCmdBase, names: list[str] | None) -> list[Any]:
     from vaultdoit import explain
     from vaultdoit.errors import ConfigError
 
-    tasks = {t.name: t for t in cmd.task_list if t.actions or t.file_dep}
+    tasks = explain.build_tasks(cmd.task_list)
     try:
         # doit loaded the dodo file from its folder and runs there: task paths are relative to it.
         return explain.explain_tasks(cmd.dep_manager, tasks, Path.cwd(), names)

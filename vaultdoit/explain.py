@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from doit.dependency import Dependency, SqliteDB
@@ -45,8 +46,12 @@ def _tasks(proj: Project) -> dict[str, Task]:
     def gen() -> Any:
         yield from gen_all(proj)
 
-    tasks = generate_tasks("vaultdoit", gen())
-    # dev:<stage> runs only when asked, every time: not part of the build's status.
+    return build_tasks(generate_tasks("vaultdoit", gen()))
+
+
+def build_tasks(tasks: Iterable[Task]) -> dict[str, Task]:
+    """The tasks a build's status and explanations cover, by name. dev:<stage> runs only when
+    asked, every time: it is not part of the build's status."""
     return {t.name: t for t in tasks if (t.actions or t.file_dep) and not t.name.startswith("dev:")}
 
 
