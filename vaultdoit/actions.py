@@ -143,9 +143,7 @@ def _packer(build: StageBuild) -> float:
     # Each build its own temporary folder: Packer's and Ansible's files never meet another build's.
     # In the system's temporary folder, not the project: Packer's plugins listen on Unix sockets
     # there, whose paths may not exceed 107 bytes.
-    tmp = Path(tempfile.mkdtemp(prefix=f"vaultdoit-{safe(stage.id)}-"))
-    env = packer.environment(root=root, tools_dir=packer.write_shim(paths.tools_dir) if shim else None,
-                             ansible_cfg=merged_cfg, extra={"TMPDIR": str(tmp), "ANSIBLE_LOCAL_TEMP": str(tmp)})
+    tools_dir = packer.write_shim(paths.tools_dir) if shim else None
     runtime: dict[str, Any] = dict(build.vm_vars)  # set by vaultdoit for this run: on the command line, never secret
     if "accelerator" in packer_cfg.variables:
         runtime["accelerator"] = accel_name
@@ -165,10 +163,13 @@ def _packer(build: StageBuild) -> float:
         folder.mkdir(parents=True, exist_ok=True)
     build.logfile.parent.mkdir(parents=True, exist_ok=True)
     attrs = stage.source.attrs
+    tmp = Path(tempfile.mkdtemp(prefix=f"vaultdoit-{safe(stage.id)}-"))
     try:
+        env = packer.environment(root=root, tools_dir=tools_dir, ansible_cfg=merged_cfg,
+                                 extra={"TMPDIR": str(tmp), "ANSIBLE_LOCAL_TEMP": str(tmp)})
         with resources.guard().room(build.task or f"stage:{stage.id}", build.vm, say=note) as lease:
             # Its own window of ports (where the template declares the variables): VMs side by side
-            # never race for the same SSH, VNC or HTTP port.
+            # never race for the same SSH or HTTP port (VNC: Packer's own pick, see resources).
             window = resources.port_window(lease.slot)
             runtime.update({name: window[name] for name in build.port_vars})
             # Every variable whose value is not the template's default (vault.toml, var files,

@@ -37,12 +37,6 @@ RUNTIME_ATTRS = frozenset({
     "host_port_min", "host_port_max", "skip_nat_mapping", "display", "qmp_enable", "qmp_socket",
 })
 
-# Variables vaultdoit sets at build time (where the template declares them); never part of a key:
-# the accelerator, the APT proxy, the VM's size (see resources) and its port windows (see ports).
-RUNTIME_VARS = frozenset({"accelerator", "apt_proxy", "memory", "cpus", "ssh_host_port_min", "ssh_host_port_max",
-                          "vnc_port_min", "vnc_port_max", "http_port_min", "http_port_max"})
-
-
 @dataclass(frozen=True)
 class Project:
     """A planned project: configuration, the Packer folder, the stages and the images made of them."""
@@ -67,16 +61,6 @@ class Project:
             if stage.id == ident:
                 return stage
         raise KeyError(ident)
-
-    def image(self, name: str | None) -> Image:
-        for image in self.images:
-            if image.name == name:
-                return image
-        raise KeyError(name)
-
-    def sharing(self, stage: Stage) -> tuple[str, ...]:
-        """The variants whose images are built on ``stage`` (all of them for a shared stage)."""
-        return (stage.variant,) if stage.variant else self.variants
 
     def parent(self, stage: Stage) -> Stage | None:
         return self.stage(stage.parent) if stage.parent else None
@@ -459,10 +443,8 @@ def load_project(root: Path, profile: str | None = None, variables: runvars.RunV
         # Each variant with its own values (and its own log and report folders), then once more
         # with the shared folders: the stages every variant plans alike are taken from that one.
         passes: dict[str, list[Stage]] = {}
-        first: PackerConfig | None = None
         for variant in cfg.variants:
             packer_variant = _load_packer(cfg, variant, variant.name, variables)
-            first = first or packer_variant
             found, said = _packer_stages(cfg, packer_variant, known, extra_outputs,
                                          variants.places(paths, variant.name))
             bootstrapped = {s.id for s in stages}

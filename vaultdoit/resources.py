@@ -9,7 +9,7 @@ the VMs already running leave room for it: their CPUs together within the host's
 cores, their memory within the host's memory less what is kept free. A build
 that does not fit waits (one line says so, and its wait is recorded); a VM
 larger than the whole budget runs alone. Each running VM also holds a slot, its
-own window of TCP ports (SSH, VNC, HTTP), so builds side by side never pick the
+own window of TCP ports (SSH, HTTP), so builds side by side never pick the
 same port. The guard counts the VMs of this process: doit runs tasks in threads
 (``-P thread``), and one build runs per project at a time (the build lock).
 """
@@ -137,21 +137,22 @@ class Guard:
         cpus = sum(s.cpus for s, _ in self._running.values()) + need.cpus
         return memory <= self.budget.memory and cpus <= self.budget.cpus
 
-    def running(self) -> dict[str, VMSize]:
-        with self._cond:
-            return {label: s for label, (s, _) in self._running.items()}
-
     @contextmanager
     def room(self, label: str, need: VMSize, say: Callable[[str], None] | None = None) -> Iterator[Lease]:
         """Wait until a VM of size ``need`` fits beside the running ones; hold its place meanwhile."""
         start = time.monotonic()
+        waiting: str | None = None
         with self._cond:
-            if not self._fits(need) and say is not None:
+            if not self._fits(need):
                 used = VMSize(memory=sum(s.memory for s, _ in self._running.values()),
                               cpus=sum(s.cpus for s, _ in self._running.values()))
-                say(f"{label} waits for room: its VM needs {need.describe()}; running "
-                    f"{', '.join(sorted(self._running))} use {used.cpus} of {self.budget.cpus} CPUs and "
-                    f"{used.memory} of {self.budget.memory} MiB")
+                waiting = (f"{label} waits for room: its VM needs {need.describe()}; running "
+                           f"{', '.join(sorted(self._running))} use {used.cpus} of {self.budget.cpus} CPUs "
+                           f"and {used.memory} of {self.budget.memory} MiB")
+        # Said outside the lock: a slow or broken stderr never holds up the other builds.
+        if waiting is not None and say is not None:
+            say(waiting)
+        with self._cond:
             while not self._closed and not self._fits(need):
                 self._cond.wait(self.poll)
             if self._closed:
@@ -161,9 +162,9 @@ class Guard:
             self._running[label] = (need, slot)
             waited = time.monotonic() - start
             self.waits[label] = waited
-        if waited >= 0.5 and say is not None:
-            say(f"{label} got room after {waited:.0f} s")
-        try:
+        try:  # from here on the place is held: whatever happens, it is given back
+            if waited >= 0.5 and say is not None:
+                say(f"{label} got room after {waited:.0f} s")
             yield Lease(slot=slot, waited=waited)
         finally:
             with self._cond:

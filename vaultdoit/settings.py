@@ -229,11 +229,13 @@ SETTINGS: tuple[Setting, ...] = (
             check=VARIANTS, example='variant = "demo"'),
     Setting("memory", PROJECT, INTEGER, None,
             "MiB of memory of each build VM (the template's variable of its `memory`, or `memory`, where it "
-            "declares one); in no stage's key",
+            "declares one); in no stage's key; a value the project gives that variable itself (`[variables]`, "
+            "a variant's, a var file, `PKR_VAR_`, `var.X=`) wins",
             default_doc="from the host: a quarter of its memory, 1024–4096", check=at_least(128),
             example="memory = 2048"),
     Setting("cpus", PROJECT, INTEGER, None,
-            "virtual CPUs of each build VM (the template's variable of its `cpus`, or `cpus`); in no stage's key",
+            "virtual CPUs of each build VM (the template's variable of its `cpus`, or `cpus`) and of the boot "
+            "test's VM; in no stage's key; a value the project gives that variable itself wins",
             default_doc="from the host: half its cores, at least 1", check=at_least(1), example="cpus = 2"),
     Setting("stall_timeout", PROJECT, SECONDS, 0.0,
             "seconds without console output, Packer output (other than \"Waiting for SSH\"), disk writes "

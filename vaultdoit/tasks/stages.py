@@ -20,10 +20,13 @@ def vm_settings(stage: Stage, memory: int | None, cpus: int | None,
 
     A source attribute written as ``var.X`` gets X; else a variable named like the attribute, where
     the template declares one. A template that declares neither keeps its own value, which the guard
-    counts (Packer's default where it sets none). A variable in ``given`` (the run's ``var.X=``)
-    wins over vault.toml and the host: Packer gets the planned value, and the guard counts it.
+    counts (Packer's default where it sets none). A variable the project assigns (vault.toml
+    ``[variables]``, a variant's values, var files, ``PKR_VAR_*``) or in ``given`` (the run's
+    ``var.X=``) wins over the ``memory``/``cpus`` settings and the host: Packer gets the planned
+    value, and the guard counts it.
     """
     assert stage.source is not None and stage.packer is not None
+    given = {*given, *stage.packer.assigned}
     wanted = resources.size(memory, cpus)
     sizes: dict[str, int] = {}
     variables: dict[str, int] = {}
