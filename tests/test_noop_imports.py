@@ -14,7 +14,7 @@ from conftest import fake_packer_env
 HEAVY = ("hcl2", "lark", "yaml", "click", "qemu.qmp", "asyncio", "urllib.request", "tomllib",
          "vaultdoit.actions", "vaultdoit.hcl.syntax", "vaultdoit.playbook", "vaultdoit.vm", "oras", "requests",
          "rich", "vaultdoit.report", "vaultdoit.graph", "vaultdoit.live", "vaultdoit.explain",
-         "vaultdoit.sbom", "vaultdoit.signing", "cyclonedx", "vaultdoit.final")
+         "vaultdoit.sbom", "vaultdoit.signing", "cyclonedx", "vaultdoit.final", "vaultdoit.dev")
 
 LOAD = """
 import sys

@@ -358,7 +358,8 @@ def boot_cases(report: Any) -> list[Any]:
 
 @task_action
 def dev_stage(spec: Any, tags: str = "", skip_tags: str = "", verify: bool = False, **_: Any) -> None:
-    """A tag-scoped run of one stage into its development image (see dev.py)."""
+    """A tag-scoped run of one stage into its development image (see dev.py); ``spec`` is the
+    DevSpec, or what makes it."""
     from vaultdoit import dev
 
-    dev.run(spec, tags=tags, skip_tags=skip_tags, verify=verify)
+    dev.run(spec() if callable(spec) else spec, tags=tags, skip_tags=skip_tags, verify=verify)

@@ -6,16 +6,19 @@ stage look built, and the stage's image is never written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vaultdoit.dev import DevSpec
 from vaultdoit.model import Stage
 from vaultdoit.plan import Project, planned_with
 from vaultdoit.tasks.common import action, probe_spec
 from vaultdoit.tasks.final import boot_spec
 from vaultdoit.tasks.stages import vm_settings
+
+if TYPE_CHECKING:
+    from vaultdoit.dev import DevSpec
 
 PARAMS = [
     {"name": "tags", "long": "tags", "type": str, "default": "",
@@ -28,6 +31,9 @@ PARAMS = [
 
 
 def dev_spec(project: Project, stage: Stage) -> DevSpec:
+    """Everything a dev run of ``stage`` needs (made when it runs: a build never pays for it)."""
+    from vaultdoit.dev import DevSpec
+
     cfg = project.config
     paths = cfg.paths
     folder = paths.dev_dir(stage.id)
@@ -53,12 +59,12 @@ def dev_spec(project: Project, stage: Stage) -> DevSpec:
 
 
 def dev_task(project: Project, stage: Stage) -> dict[str, Any]:
-    spec = dev_spec(project, stage)
+    image = project.config.paths.dev_dir(stage.id) / stage.output.name  # DevSpec.image
     return {
-        "basename": spec.task,
+        "basename": f"dev:{stage.id}",
         "doc": f"re-run some Ansible tags of stage {stage.id} on its last build into "
-               f"{spec.image.relative_to(project.config.root)} (--tags, --skip-tags, --verify)",
-        "actions": [(action("dev_stage"), [spec])],
+               f"{image.relative_to(project.config.root)} (--tags, --skip-tags, --verify)",
+        "actions": [(action("dev_stage"), [functools.partial(dev_spec, project, stage)])],
         "params": PARAMS,
         "uptodate": [False],  # every call is a new run
         # Ordering only: the tagged tasks may install packages through the build's proxy.
