@@ -8,7 +8,7 @@ the tests make one: see conftest's normal_user), signed with a key of that
 user's; everything it leaves in the project must be that user's, and so do the
 `vaultdoit run` and `vaultdoit ssh` sessions on its images.
 
-Slow (about 28 minutes under TCG on 2 cores, plus about a minute for the test
+Slow (about 25 minutes under TCG on 2 cores, plus about a minute for the test
 user's virtual environment where the runner's Python is out of its reach); CI
 runs it every time.
 """
