@@ -34,6 +34,14 @@ def project_copy(tmp_path: Path):
     return copy
 
 
+def clone(tmp_path: Path, where: str) -> Path:
+    """A fresh copy of the `team` fixture at ``tmp_path/where/team`` (a clone at another path)."""
+    root = tmp_path / where / "team"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(FIXTURES / "projects/team", root)
+    return root
+
+
 def run_doit(root: Path, *args: str, env: dict[str, str] | None = None,
              check: bool = True, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """Run the venv's doit in ``root`` (after ``prefix``, e.g. a command that drops privileges)."""

@@ -15,18 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, VENV_BIN, fake_packer_env, packer_runs, ran_tasks, run_doit
+from conftest import VENV_BIN, clone, fake_packer_env, packer_runs, ran_tasks, run_doit
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
 
 STAGES = ["base", "mid", "top"]
 
-
-def clone(tmp_path: Path, where: str) -> Path:
-    root = tmp_path / where / "team"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(FIXTURES / "projects/team", root)
-    return root
 
 
 def doit(root: Path, work: Path, *args: str) -> set[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, VENV_BIN, fake_packer_env, packer_runs, ran_tasks, run_doit
+from conftest import VENV_BIN, clone, fake_packer_env, packer_runs, ran_tasks, run_doit
 from registry import LocalRegistry, available, free_port
 
 pytestmark = [
@@ -28,13 +28,6 @@ pytestmark = [
 
 STAGES = ["base", "mid", "top"]
 
-
-def clone(tmp_path: Path, where: str) -> Path:
-    """A fresh copy of the `team` fixture at ``tmp_path/where/team`` (a clone at another path)."""
-    root = tmp_path / where / "team"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(FIXTURES / "projects/team", root)
-    return root
 
 
 def remote_env(root: Path, work: Path, repository: str, **extra: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from vaultdoit.model import Stage
 from vaultdoit.plan import Project, planned_with
 from vaultdoit.tasks.common import action, probe_spec
-from vaultdoit.tasks.final import boot_spec
+from vaultdoit.tasks.final import boot_spec, chain_boot_files
 from vaultdoit.tasks.stages import vm_settings
 
 if TYPE_CHECKING:
@@ -37,8 +37,7 @@ def dev_spec(project: Project, stage: Stage) -> DevSpec:
     cfg = project.config
     paths = cfg.paths
     folder = paths.dev_dir(stage.id)
-    base = project.chain(stage)[0]
-    kernel, initrd = (base.extra_outputs[0], base.extra_outputs[1]) if len(base.extra_outputs) == 2 else (None, None)
+    kernel, initrd = chain_boot_files(project, stage)
     own = cfg.stage_config(stage.name)
     vm, _ = vm_settings(stage, own.memory, own.cpus, {name for name, _ in project.run_vars})
     image = folder / stage.output.name

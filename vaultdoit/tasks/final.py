@@ -16,15 +16,21 @@ from typing import Any
 from vaultdoit.plan import Project
 from vaultdoit.bootspec import BootSpec
 from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
-from vaultdoit.model import Image
+from vaultdoit.model import Image, Stage
 from vaultdoit import resources
 from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, reports, stall_timeout
 from vaultdoit.uptodate import settings_changed
 
 
 def boot_files(project: Project, image: Image | None = None) -> tuple[Path | None, Path | None]:
-    """Kernel and initrd of the chain (from its bootstrapped base), if the base has them."""
-    base = project.chain(project.stage(image.top) if image else None)[0]
+    """Kernel and initrd of the image's chain (see chain_boot_files)."""
+    return chain_boot_files(project, project.stage(image.top) if image else None)
+
+
+def chain_boot_files(project: Project, stage: Stage | None) -> tuple[Path | None, Path | None]:
+    """Kernel and initrd of the chain ending at ``stage`` (default: the top), from its
+    bootstrapped base, if the base has them."""
+    base = project.chain(stage)[0]
     if len(base.extra_outputs) == 2:
         return base.extra_outputs[0], base.extra_outputs[1]
     return None, None
