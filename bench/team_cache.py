@@ -40,7 +40,8 @@ TRANSFER = """
 import json, sys, time
 from pathlib import Path
 from vaultdoit import remote
-from vaultdoit.model import RemoteCache, Stage, StageBuild
+from vaultdoit.buildspec import RemoteCache, StageBuild
+from vaultdoit.model import Stage
 
 verb, path, repository, work = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 stage = Stage(name="big", kind="packer", output=path, parent=None, inputs=(), settings={})

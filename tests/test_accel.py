@@ -124,7 +124,7 @@ def test_no_kernel_to_boot_is_tcg_but_not_kept(monkeypatch, tmp_path: Path):
 def test_planned_kernels_come_from_the_stages():
     """The mini profile's stages boot the base's kernel: the probe boots that one, no download."""
     from vaultdoit.plan import load_project
-    from vaultdoit.tasks.common import probe_spec
+    from vaultdoit.tasks.specs import probe_spec
 
     project = load_project(REPO)
     spec = probe_spec(project)

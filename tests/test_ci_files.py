@@ -45,9 +45,9 @@ def test_ci_files_restore_build_push_and_keep_what_the_readme_says():
                        "VAULTDOIT_REMOTE_CACHE", "VAULTDOIT_BUILD_KEY", "build/final/", "build/reports/"):
             assert needed in text, (name, needed)
     # A job per image: every variant vault.toml declares for the profile, passed to doit.
-    from vaultdoit import config
+    from vaultdoit import config_file
 
-    variants = [v.name for v in config.load(REPO, "mini").variants]
+    variants = [v.name for v in config_file.load(REPO, "mini").variants]
     assert variants == ["demo", "production"]
     github = yaml.safe_load((REPO / "ci/github-actions.yml").read_text())
     assert github["jobs"]["image"]["strategy"]["matrix"]["include"] == [

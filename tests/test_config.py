@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_doit
-from vaultdoit import config, settings
-from vaultdoit.config import ProjectConfig, confine, load
+from vaultdoit import config, config_file, settings
+from vaultdoit.config import ProjectConfig, confine
+from vaultdoit.config_file import load
 from vaultdoit.errors import ConfigError
 
 BOOTSTRAP_FILES = '[bootstrap.base]\npackages = "pkgs.txt"\nconfigure = "conf.sh"\n'
@@ -373,9 +374,9 @@ def test_unknown_stage_tables_are_refused_by_name(bad_project):
     root, _ = bad_project('[stages.mdi]\nstall_timeout = 60\n', None, None)
     cfg = load(root)  # stage names are known only to the planner, which calls check_stage_names
     with pytest.raises(ConfigError) as info:
-        config.check_stage_names(cfg, ["base", "mid", "top"])
+        config_file.check_stage_names(cfg, ["base", "mid", "top"])
     assert str(info.value) == f'{root}/vault.toml:1: [stages.mdi] names no stage (fix: did you mean "mid"?)'
-    config.check_stage_names(cfg, ["mdi"])
+    config_file.check_stage_names(cfg, ["mdi"])
 
 
 def test_verify_key_is_an_input_read_from_anywhere(bad_project):
@@ -437,7 +438,7 @@ def test_every_setting_is_documented_with_help_and_an_example():
     for s in settings.SETTINGS:
         assert s.help and (f"`{s.name}`" in doc or f"[{s.name}" in doc), s.name
         # A wrong type is answered with a valid line: from the example, else the default.
-        assert "null" not in config._example(s) and "None" not in config._example(s), s.name
+        assert "null" not in config_file._example(s) and "None" not in config_file._example(s), s.name
 
 
 def test_table_defaults_are_the_dataclass_defaults():

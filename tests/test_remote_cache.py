@@ -335,7 +335,8 @@ PUSH_SCRIPT = """
 import sys
 from pathlib import Path
 from vaultdoit import remote
-from vaultdoit.model import RemoteCache, Stage, StageBuild
+from vaultdoit.buildspec import RemoteCache, StageBuild
+from vaultdoit.model import Stage
 
 path, repository, root = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 stage = Stage(name="big", kind="packer", output=path, parent=None, inputs=(), settings={})

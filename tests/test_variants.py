@@ -110,7 +110,7 @@ def test_variants_that_differ_in_the_top_stage(project_copy):
     assert tasks["stage:mid"]["doc"].endswith("[shared by demo, production]")
     assert tasks["stage:top:demo"]["doc"].endswith("[variant demo]")
     # Logs and reports name the variant.
-    build = tasks["stage:top:demo"]["actions"][0][1][0]
+    build = tasks["stage:top:demo"]["actions"][0][1][0].make()  # made when the action runs
     assert build.logfile == root / "build/logs/demo/stage-top.log"
     verify = tasks["verify:production"]
     assert verify["targets"] == ["build/reports/production/verify-team-production.json",
@@ -327,7 +327,7 @@ def test_vm_sizes_rebuild_nothing(project_copy, tmp_path):
     sizes = {r["id"]: r["variables"]["memory"] for r in fake_runs(tmp_path)}
     assert sizes["top:demo"] == 3072 and sizes["top:production"] == 3072
     # A run's var.memory= wins over vault.toml: the guard counts it and Packer gets it.
-    from vaultdoit.tasks.stages import stage_build
+    from vaultdoit.tasks.specs import stage_build
 
     project = load_project(root, variables=(("memory", "1536"),))
     build = stage_build(project, project.stage("top:demo"))

@@ -79,7 +79,7 @@ def test_stall_timeout_setting_is_read_per_stage_then_project(tmp_path: Path):
     """vault.toml's stall_timeout reaches each stage's build and the boot test."""
     from vaultdoit.plan import load_project
     from vaultdoit.tasks.final import verify_task
-    from vaultdoit.tasks.stages import stage_build
+    from vaultdoit.tasks.specs import stage_build
 
     root = tmp_path / "project"
     for name in ("packer", "ansible", "python"):
@@ -90,7 +90,7 @@ def test_stall_timeout_setting_is_read_per_stage_then_project(tmp_path: Path):
     project = load_project(root)
     assert stage_build(project, project.stage("drivers")).stall_timeout == 600.0
     assert stage_build(project, project.stage("final:demo")).stall_timeout == 120.0
-    spec = verify_task(project)["actions"][0][1][0]
+    spec = verify_task(project)["actions"][0][1][0].make()
     assert spec.stall_timeout == 120.0 and spec.stall_seconds() == 120.0
     (root / "vault.toml").write_text(text)
     project = load_project(root)
@@ -227,7 +227,8 @@ def test_a_stage_whose_vm_never_boots_is_stopped_and_the_previous_image_kept(pro
     monkeypatch.setenv("FAKE_PACKER_PLAN", str(tmp_path / "plan.json"))
     monkeypatch.setenv("FAKE_PACKER_LOG", str(tmp_path / "packer.log"))
     stage = project.stage("base")
-    func, (build,) = stage_task(project, stage)["actions"][0]
+    func, (later,) = stage_task(project, stage)["actions"][0]
+    build = later.make()
     assert build.stall_timeout == 0.0  # automatic unless vault.toml says otherwise
     assert func(build) is None  # a first, good build
     before = stage.output.read_bytes()

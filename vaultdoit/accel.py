@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vaultdoit import proc
 from vaultdoit.errors import CommandFailed, ConfigError, VaultError
-from vaultdoit.model import ProbeSpec  # plain data, kept in model.py for the task builders
+from vaultdoit.buildspec import ProbeSpec
 
 VALID = ("auto", "kvm", "tcg")
 KVM_DEVICE = Path("/dev/kvm")

@@ -24,7 +24,8 @@ from vaultdoit import ansible_cfg as ansible_cfg_mod
 from vaultdoit import (accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, remote, resources,
                        stage_files, watchdog)
 from vaultdoit.errors import VaultError, os_error
-from vaultdoit.model import AptRoute, Stage, StageBuild
+from vaultdoit.buildspec import StageBuild
+from vaultdoit.model import Stage
 from vaultdoit.paths import safe
 
 P = ParamSpec("P")
@@ -93,7 +94,7 @@ def build_stage(build: StageBuild) -> None:
     else:
         _bootstrap(build)
     digest = checker.record_digest(stage.output, build.digests)
-    proxy = _managed_proxy(build.apt)
+    proxy = apt_proxy.managed(build.apt)
     record = {
         **record, "format": 1, "stage": stage.id, "variant": stage.variant, "image": stage.output.name,
         "image_sha256": digest, "image_bytes": stage.output.stat().st_size,
@@ -117,10 +118,6 @@ def parent_key(build: StageBuild) -> str | None:
     """The parent's key: as recorded beside its image, else computed from the plan."""
     keys_by_name = keys.chain_keys(build.ancestors, build.root, build.digests)
     return keys_by_name[build.parent.id] if build.parent is not None else None
-
-
-def _managed_proxy(apt: AptRoute) -> apt_proxy.AptProxy | None:
-    return apt_proxy.AptProxy(apt.managed_root, apt.managed_port) if apt.managed_root is not None else None
 
 
 def _bootstrap(build: StageBuild) -> None:
@@ -358,8 +355,7 @@ def boot_cases(report: Any) -> list[Any]:
 
 @task_action
 def dev_stage(spec: Any, tags: str = "", skip_tags: str = "", verify: bool = False, **_: Any) -> None:
-    """A tag-scoped run of one stage into its development image (see dev.py); ``spec`` is the
-    DevSpec, or what makes it."""
+    """A tag-scoped run of one stage into its development image (see dev.py); ``spec`` is its DevSpec."""
     from vaultdoit import dev
 
-    dev.run(spec() if callable(spec) else spec, tags=tags, skip_tags=skip_tags, verify=verify)
+    dev.run(spec, tags=tags, skip_tags=skip_tags, verify=verify)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vaultdoit import proc
 from vaultdoit.errors import VaultError
-from vaultdoit.model import DEFAULT_APT_PORT, GUEST_HOST
+from vaultdoit.model import DEFAULT_APT_PORT, GUEST_HOST, AptRoute
 
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
@@ -53,6 +53,11 @@ class AptProxy:
     @property
     def guest_url(self) -> str:
         return f"http://{GUEST_HOST}:{self.port}"
+
+
+def managed(route: AptRoute) -> AptProxy | None:
+    """The build's own apt-cacher-ng, when the build's APT route goes through one."""
+    return AptProxy(route.managed_root, route.managed_port) if route.managed_root is not None else None
 
 
 def host_mirrors(sources: tuple[Path, ...] = SOURCES) -> list[str]:

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from vaultdoit import keys, owned, stage_files
 from vaultdoit.errors import ConfigError
-from vaultdoit.plan import Project, pubkey
+from vaultdoit.project import Project, pubkey
 
 HEADER = "vaultdoit-archive.json"
 FORMAT = 1

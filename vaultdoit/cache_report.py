@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit import apt_proxy, owned
-from vaultdoit.plan import Project, wheel_manifest
+from vaultdoit.project import Project, wheel_manifest
 
 
 def _size(folder: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from vaultdoit.errors import VaultError
 from vaultdoit.exits import EXIT_FAILED, EXIT_USER, EXIT_WOULD_RUN, exit_on_error
 
 if TYPE_CHECKING:
-    from vaultdoit.plan import Project
+    from vaultdoit.project import Project
 
 DODO = '''"""doit entry point: `doit list`, `doit final_image`, `doit verify`."""
 
@@ -30,7 +30,7 @@ globals().update(setup(__file__))
 
 
 def _root(path: str | None) -> Path:
-    from vaultdoit.config import find_root
+    from vaultdoit.config_file import find_root
 
     return find_root(Path(path) if path else Path.cwd())
 
@@ -427,14 +427,14 @@ def scan_image(obj: dict[str, object], image: Path, build_keys: tuple[Path, ...]
     One line per finding (path in the image: what), then a summary. Exit 1 on
     findings, 2 when a volume cannot be read (LVM, an unknown file system).
     """
-    from vaultdoit import config, leaks, scan
+    from vaultdoit import config_file, leaks, scan
     from vaultdoit.errors import ConfigError
 
     with exit_on_error(bool(obj["debug"])):
         secrets, notes = leaks.Secrets(), list[str]()
         if not no_project:
             try:
-                cfg = config.load(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
+                cfg = config_file.load(_root(obj["directory"]), obj["profile"])  # type: ignore[arg-type]
                 secrets, notes = leaks.project_secrets(cfg)
             except ConfigError:
                 if obj["directory"] or obj["profile"]:
@@ -471,7 +471,7 @@ def verify_signature(obj: dict[str, object], image: Path, allowed_signers: Path 
     What `ssh-keygen -Y verify` and `sha256sum -c` check, in one command. Exit 1
     when anything does not hold, with one line naming the file.
     """
-    from vaultdoit import config, signing
+    from vaultdoit import config_file, signing
     from vaultdoit.errors import ConfigError
 
     with exit_on_error(bool(obj["debug"])):
@@ -479,7 +479,7 @@ def verify_signature(obj: dict[str, object], image: Path, allowed_signers: Path 
             click.echo(signing.verify(image, allowed_signers).line(image))
             return
         try:
-            key = config.load(_root(obj["directory"]), obj["profile"]).signing_key  # type: ignore[arg-type]
+            key = config_file.load(_root(obj["directory"]), obj["profile"]).signing_key  # type: ignore[arg-type]
         except ConfigError:
             key = None
         if key is None:

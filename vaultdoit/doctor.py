@@ -83,15 +83,15 @@ class Context:
 
 def context(root: Path | None, profile: str | None = None) -> Context:
     """What the checks need from the project at ``root`` (None: outside any project)."""
-    from vaultdoit import config
+    from vaultdoit import config_file
     from vaultdoit.plan import load_project
-    from vaultdoit.tasks.common import probe_spec
+    from vaultdoit.tasks.specs import probe_spec
 
     if root is None:
         return Context()
     build, cache = root / "build", root / "cache"
     try:
-        cfg = config.load(root, profile)
+        cfg = config_file.load(root, profile)
     except VaultError as exc:
         return Context(root=root, build_dir=build, cache_dir=cache, problem=str(exc))
     try:

@@ -6,24 +6,33 @@ needs is computed here, from the project folder the dodo file lives in.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import checker, config, depdb, interrupt, lock, plan, plancache, reporter, runvars, state
+from vaultdoit import checker, depdb, interrupt, lock, plancache, reporter, runvars, state
 from vaultdoit.exits import exit_on_error
+from vaultdoit.project import Project
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 
 
 @functools.cache
-def project(root: Path, profile: str | None, variables: runvars.RunVars = ()) -> plan.Project:
+def project(root: Path, profile: str | None, variables: runvars.RunVars = ()) -> Project:
     """The planned project: from the last run's plan while nothing it read has changed."""
     kept = root / "build" / ".vaultdoit-plans" / f"{profile or '-'}{runvars.suffix(variables)}.pickle"
-    return plancache.cached(kept, lambda: plan.load_project(root, profile, variables))
+    return plancache.cached(kept, lambda: _plan(root, profile, variables))
+
+
+def _plan(root: Path, profile: str | None, variables: runvars.RunVars) -> Project:
+    from vaultdoit import plan  # the planner, with its readers: only when no kept plan fits
+
+    return plan.load_project(root, profile, variables)
 
 
 def _var(name: str) -> str | None:
@@ -41,7 +50,7 @@ def _profile_arg() -> str | None:
 VARIANT_ENV = "VAULTDOIT_VARIANT"
 
 
-def _variants(proj: plan.Project) -> tuple[str, ...] | None:
+def _variants(proj: Project) -> tuple[str, ...] | None:
     """The variants the final_image and verify groups cover, from ``variant=`` on doit's command
     line or VAULTDOIT_VARIANT (None: vault.toml's ``variant``)."""
     import os
@@ -97,6 +106,17 @@ def _guard(task: dict[str, Any]) -> dict[str, Any]:
     return interrupt.tracked(task, before=functools.partial(_check_inputs, deps))
 
 
+@functools.cache
+def _skip_last_collection() -> None:
+    """At exit, leave every object to the OS instead of a last full garbage collection.
+
+    Python's shutdown walks every object once more to free cycles; on a no-op run that pass
+    costs as much as vaultdoit's own work, for memory the OS takes back anyway. Nothing of
+    ours needs a finalizer then: files and the database are closed where they are used.
+    """
+    atexit.register(gc.freeze)
+
+
 def setup(dodo_file: str) -> dict[str, Any]:
     """Return the names a dodo.py must define: DOIT_CONFIG and task_* generators.
 
@@ -104,6 +124,7 @@ def setup(dodo_file: str) -> dict[str, Any]:
     build waits, or fails with ``lock=fail``) and make Ctrl-C print one line.
     """
     root = Path(dodo_file).resolve().parent
+    _skip_last_collection()
     with exit_on_error():
         run = runvars.from_doit()  # var.NAME=value, keep_failed=1
         proj = runvars.apply(project(root, _profile_arg(), run.variables), run)

@@ -20,7 +20,8 @@ from doit.task import Task
 
 from vaultdoit import checker
 from vaultdoit.errors import ConfigError
-from vaultdoit.plan import Project, load_project
+from vaultdoit.plan import load_project
+from vaultdoit.project import Project
 from vaultdoit.state import DB_NAME
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests

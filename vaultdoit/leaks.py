@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from vaultdoit.apt_proxy import GUEST_HOST
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import ScanError
-from vaultdoit.plan import pubkey
+from vaultdoit.project import pubkey
 
 CHUNK = 8 * 2**20  # files are read in pieces: model weights can be many GiB
 UTMP_RECORD = 384  # struct utmp on Linux (wtmp, btmp)

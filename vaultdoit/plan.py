@@ -10,17 +10,17 @@ import os
 import re
 from collections import ChainMap
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaultdoit import config as config_mod
+from vaultdoit import config_file
 from vaultdoit import keys, owned, runvars, variants
-from vaultdoit.bootstrap import BootstrapSpec, read_packages
-from vaultdoit.config import ProjectConfig, VariantConfig
+from vaultdoit.config import CONFIG_FILE, ProjectConfig, VariantConfig
+from vaultdoit.bootstrap import read_packages
 from vaultdoit.errors import ConfigError, GraphError, VaultError
 from vaultdoit.inputs import Collector, extra_var_files
 from vaultdoit.iso_store import check_spec, file_name
+from vaultdoit.project import Project, pubkey, wheel_manifest
 from vaultdoit.model import (GUEST_HOST, MISSING_YET, AptRoute, Image, PackerConfig, PackerSource, Provisioner,
                              Stage, Unknown)
 
@@ -36,62 +36,6 @@ RUNTIME_ATTRS = frozenset({
     "shutdown_timeout", "http_port_min", "http_port_max", "http_bind_address",
     "host_port_min", "host_port_max", "skip_nat_mapping", "display", "qmp_enable", "qmp_socket",
 })
-
-@dataclass(frozen=True)
-class Project:
-    """A planned project: configuration, the Packer folder, the stages and the images made of them."""
-
-    config: ProjectConfig
-    packer: PackerConfig | None  # the first variant's, with several
-    stages: tuple[Stage, ...]  # parents before children; a stage built per variant appears once per variant
-    images: tuple[Image, ...]
-    warnings: tuple[str, ...] = ()
-    apt: AptRoute = AptRoute()  # the APT proxy the builds use
-    variants: tuple[str, ...] = ()  # the profile's variants, as declared
-    run_vars: runvars.RunVars = ()  # the run's var.NAME=value (see runvars.py)
-
-    @property
-    def top(self) -> Stage:
-        """The stage flattened into the (first) final image."""
-        return self.stage(self.images[0].top)
-
-    def stage(self, ident: str) -> Stage:
-        """The stage with id ``ident`` (``name`` or ``name:variant``)."""
-        for stage in self.stages:
-            if stage.id == ident:
-                return stage
-        raise KeyError(ident)
-
-    def parent(self, stage: Stage) -> Stage | None:
-        return self.stage(stage.parent) if stage.parent else None
-
-    def chain(self, stage: Stage | None = None) -> list[Stage]:
-        """``stage`` (default: the top) and its ancestors, base first."""
-        node: Stage | None = stage or self.top
-        result: list[Stage] = []
-        while node is not None:
-            result.append(node)
-            node = self.parent(node)
-        return list(reversed(result))
-
-    def bootstrap_spec(self, stage: Stage) -> BootstrapSpec:
-        """What the bootstrap action of a non-Packer stage needs."""
-        cfg = next(b for b in self.config.bootstraps if b.name == stage.name)
-        return BootstrapSpec(
-            name=cfg.name, suite=cfg.suite, packages=read_packages(cfg.packages),
-            configure=cfg.configure, disk_size=cfg.disk_size, output=cfg.output,
-            kernel=cfg.kernel, initrd=cfg.initrd, user=self.config.build_user,
-            build_pubkey=pubkey(self.config.build_key), mirror=cfg.mirror,
-        )
-
-
-def pubkey(key: Path) -> Path:
-    return key.with_name(key.name + ".pub")
-
-
-def wheel_manifest(cfg: ProjectConfig) -> Path:
-    """The wheelhouse's manifest: the file stages that install wheels depend on."""
-    return cfg.cache_dir / "wheels" / "manifest.json"
 
 
 def _local_path(root: Path, url: str) -> Path | None:
@@ -118,7 +62,7 @@ def _bootstrap_stages(cfg: ProjectConfig) -> list[Stage]:
         for needed in (b.packages, b.configure):
             if not needed.is_file():
                 raise ConfigError(f"bootstrap.{b.name}: {needed.relative_to(cfg.root)} does not exist",
-                                  file=cfg.root / config_mod.CONFIG_FILE, hint="create it or fix the path")
+                                  file=cfg.root / CONFIG_FILE, hint="create it or fix the path")
         settings = {
             "tool": b.tool, "suite": b.suite, "packages": list(read_packages(b.packages)),
             "disk_size": b.disk_size, "mirror": b.mirror, "user": cfg.build_user,
@@ -416,20 +360,12 @@ def _load_packer(cfg: ProjectConfig, variant: VariantConfig | None, location: st
     return load_packer(cfg, variant, {**dict(run), **variants.locations(cfg.paths, location)})
 
 
-def planned_with(project: Project, stage: Stage) -> VariantConfig | None:
-    """The variant whose values ``stage`` was planned with (a shared stage: the first)."""
-    found = project.config.variants
-    if not found:
-        return None
-    return next(v for v in found if v.name == stage.variant) if stage.variant else found[0]
-
-
 def load_project(root: Path, profile: str | None = None, variables: runvars.RunVars = ()) -> Project:
     """Read vault.toml, the templates and the playbooks under ``root`` into a Project.
 
     ``variables`` are per-run Packer variables (see runvars.py): as Packer's ``-var``, over all others.
     """
-    cfg = config_mod.load(root, profile)
+    cfg = config_file.load(root, profile)
     stages = _bootstrap_stages(cfg)
     known = {s.output: s.name for s in stages}
     extra_outputs = frozenset(p for s in stages for p in s.extra_outputs)
@@ -462,9 +398,9 @@ def load_project(root: Path, profile: str | None = None, variables: runvars.RunV
     outputs = {s.output: s.id for s in stages}
     owned.check_disjoint(outputs, root, keep=(cfg.state_dir, cfg.cache_dir, cfg.root / "build" / "keys"))
     ordered = _order(stages)
-    config_mod.check_stage_names(cfg, list(dict.fromkeys(s.name for s in ordered)))
+    config_file.check_stage_names(cfg, list(dict.fromkeys(s.name for s in ordered)))
     if cfg.top and not any(s.name == cfg.top for s in ordered):
-        raise ConfigError(f"top = {cfg.top!r} is not a stage", file=root / config_mod.CONFIG_FILE,
+        raise ConfigError(f"top = {cfg.top!r} is not a stage", file=root / CONFIG_FILE,
                           hint="name one of: " + ", ".join(dict.fromkeys(s.name for s in ordered)))
     return Project(config=cfg, packer=packer_cfg, stages=tuple(ordered), images=variants.images(ordered, cfg.top),
                    warnings=tuple(dict.fromkeys(warnings)), apt=_apt_route(cfg, packer_cfg),

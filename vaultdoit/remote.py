@@ -44,7 +44,7 @@ from typing import Any
 from vaultdoit import checker, keys, owned, stage_files
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import RemoteDataError, RemoteError, VaultError
-from vaultdoit.model import RemoteCache, StageBuild
+from vaultdoit.buildspec import RemoteCache, StageBuild
 
 ARTIFACT_TYPE = "application/vnd.vaultdoit.stage.v1"
 RECORD_TYPE = "application/vnd.vaultdoit.stage.record.v1+json"  # the config blob: the build record
@@ -590,7 +590,7 @@ def after_build(build: StageBuild, record: dict[str, Any]) -> None:
 def _builds(project: Any, names: Iterable[str], *, ancestors: bool) -> list[StageBuild]:
     """The planned builds of the named stages (all when none), parents first."""
     from vaultdoit.errors import ConfigError
-    from vaultdoit.tasks.stages import stage_build
+    from vaultdoit.tasks.specs import stage_build
 
     wanted = list(names)
     known = [s.id for s in project.stages]

@@ -22,7 +22,7 @@ from vaultdoit.progress import duration, size
 from vaultdoit.runs import TaskRun
 
 if TYPE_CHECKING:
-    from vaultdoit.plan import Project
+    from vaultdoit.project import Project
 
 from vaultdoit.progress import ANSI, RESET
 

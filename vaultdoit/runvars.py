@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from vaultdoit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from vaultdoit.plan import Project
+    from vaultdoit.project import Project
 
 PREFIX = "var."
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")

@@ -26,7 +26,7 @@ from typing import Any
 
 from vaultdoit import accel, proc, vm
 from vaultdoit.errors import BootError, ConfigError
-from vaultdoit.plan import Project
+from vaultdoit.project import Project
 from vaultdoit.watchdog import qemuarg_values
 
 FINAL = "final"
@@ -176,7 +176,7 @@ def _signals_stop() -> Iterator[None]:
 def run(project: Project, target: Target, *, memory: int = 2048, cpus: int = 2,
         say: Callable[[str], None] = print) -> int:
     """Boot ``target`` on a throwaway snapshot with its console here until it powers off; QEMU's exit code."""
-    from vaultdoit.tasks.common import probe_spec
+    from vaultdoit.tasks.specs import probe_spec
 
     _check_files(target)
     cfg = project.config

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vaultdoit.config import CONFINE_HINT
 from vaultdoit.model import DEFAULT_APT_PORT
 
 ALLOWED_PATHS_ENV = "VAULTDOIT_ALLOWED_PATHS"
@@ -24,7 +25,6 @@ BUILD_KEY_ENV = "VAULTDOIT_BUILD_KEY"
 ACCESS_KEY_ENV = "VAULTDOIT_ACCESS_KEY"
 COMPRESSIONS = ("zstd", "zlib", "none")
 ACCELERATORS = ("auto", "kvm", "tcg")
-CONFINE_HINT = "keep it under the project folder or list its folder in allowed_paths"
 
 # Where a setting may be written.
 FILE = "file"            # the top level of vault.toml only

@@ -21,7 +21,7 @@ from typing import Any
 
 from vaultdoit import keys, owned, stage_files
 from vaultdoit.errors import ConfigError
-from vaultdoit.plan import Project
+from vaultdoit.project import Project
 from vaultdoit.uptodate import settings_changed
 
 DB_NAME = "doit.sqlite3"

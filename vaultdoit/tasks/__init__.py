@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from vaultdoit.plan import Project
+from vaultdoit.project import Project
 from vaultdoit.tasks import caches, dev, final, stages
 
 TaskDict = dict[str, Any]

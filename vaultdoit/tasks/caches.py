@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit import apt_proxy
-from vaultdoit.plan import Project, pubkey, wheel_manifest
+from vaultdoit.project import Project, pubkey, wheel_manifest
 from vaultdoit.tasks.common import action, log, rel, rels
 from vaultdoit.uptodate import check, run_once, settings_changed
 
@@ -52,7 +52,7 @@ def wheels_task(project: Project) -> dict[str, Any] | None:
 
 def apt_proxy_task(project: Project) -> dict[str, Any] | None:
     """Our apt-cacher-ng on loopback, started when it is not already serving."""
-    proxy = managed_proxy(project)
+    proxy = apt_proxy.managed(project.apt)
     if proxy is None:
         return None
 
@@ -67,12 +67,6 @@ def apt_proxy_task(project: Project) -> dict[str, Any] | None:
                            "the APT proxy is not running (or runs with another configuration)")],
         "meta": {"vaultdoit": {"kind": "apt", "log": rel(project, log(project, "cache:apt"))}},
     }
-
-
-def managed_proxy(project: Project) -> apt_proxy.AptProxy | None:
-    """The build's own apt-cacher-ng, when the project uses one."""
-    route = project.apt
-    return apt_proxy.AptProxy(route.managed_root, route.managed_port) if route.managed_root is not None else None
 
 
 def unchanged(path: Path) -> check:

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 from pathlib import Path
 
 from vaultdoit.keys import relpath
-from vaultdoit.model import ProbeSpec, Stage
-from vaultdoit.plan import Project
-from vaultdoit.watchdog import qemuarg_values
+from vaultdoit.model import Stage
+from vaultdoit.project import Project
+
+
+class Later:
+    """An action's argument made when the action runs: ``vaultdoit.tasks.specs.<builder>(*args)``."""
+
+    def __init__(self, builder: str, *args: Any) -> None:
+        self.builder, self.args = builder, args
+
+    def make(self) -> Any:
+        from vaultdoit.tasks import specs
+
+        return getattr(specs, self.builder)(*self.args)
+
+    def __repr__(self) -> str:
+        return f"<{self.builder}, made when the action runs>"
 
 
 def action(name: str) -> Callable[..., Any]:
     """The build action ``name`` of vaultdoit.actions, imported only when doit runs it:
-    listing tasks or a no-op run never loads the build machinery."""
+    listing tasks or a no-op run never loads the build machinery (nor makes ``Later`` arguments)."""
 
     def run(*args: Any, **kwargs: Any) -> Any:
         from vaultdoit import actions
 
-        return getattr(actions, name)(*args, **kwargs)
+        @actions.task_action  # a failure to make an argument is the task's failure, in one line
+        def call() -> Any:
+            made = [a.make() if isinstance(a, Later) else a for a in args]
+            return getattr(actions, name)(*made, **kwargs)
+
+        return call()
 
     run.__name__ = run.__qualname__ = name
     run.__doc__ = f"vaultdoit.actions.{name}"
@@ -63,23 +81,3 @@ def rel(project: Project, path: Path) -> str:
 
 def rels(project: Project, paths: Iterable[Path]) -> list[str]:
     return [rel(project, p) for p in paths]
-
-
-def probe_spec(project: Project, kernels: tuple[Path, ...] = ()) -> ProbeSpec:
-    """What the accelerator probe may boot (``kernels``, then every stage's kernel) and where it keeps its verdict."""
-    cfg = project.config
-    found = list(kernels)
-    for stage in project.stages:
-        if stage.source is not None:
-            found += [cfg.root / value for value in qemuarg_values(stage.source.attrs, "-kernel")]
-        # A bootstrapped base's kernel and initrd: the kernel comes first.
-        found += list(stage.extra_outputs[:1])
-    return ProbeSpec(kernels=tuple(dict.fromkeys(Path(os.path.normpath(p)) for p in found)),
-                     cache_dir=cfg.cache_dir / "probe")
-
-
-def stall_timeout(project: Project, stage: str | None = None) -> float:
-    """``stall_timeout`` for ``stage`` (its ``[stages.<name>]`` value, else the project's); 0 = automatic."""
-    cfg = project.config
-    value = cfg.stage_config(stage).stall_timeout if stage is not None else cfg.stall_timeout
-    return float(value or 0.0)

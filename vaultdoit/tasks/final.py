@@ -13,12 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vaultdoit.plan import Project
-from vaultdoit.bootspec import BootSpec
+from vaultdoit.project import Project
 from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
 from vaultdoit.model import Image, Stage
-from vaultdoit import resources
-from vaultdoit.tasks.common import action, log, probe_spec, rel, rels, reports, stall_timeout
+from vaultdoit.tasks.common import Later, action, log, rel, rels, reports
 from vaultdoit.uptodate import settings_changed
 
 
@@ -92,51 +90,32 @@ def final_image_task(project: Project, image: Image | None = None) -> dict[str, 
     }
 
 
-def boot_spec(project: Project, image: Image, out: Path | None = None, log_dir: Path | None = None) -> BootSpec:
-    """The boot test of ``image``'s final file (or of ``out``, booted with the image's kernel)."""
-    cfg = project.config
-    kernel, initrd = boot_files(project, image)
-    final = final_path(project, image)
-    out = out or final
-    return BootSpec(
-        image=out,
-        kernel=final.with_suffix(".vmlinuz") if kernel else None,
-        initrd=final.with_suffix(".initrd.img") if initrd else None,
-        accelerator=cfg.accelerator,
-        memory=cfg.verify.memory,
-        cpus=resources.size(None, cfg.cpus).cpus,
-        user=cfg.verify.user,
-        key=cfg.verify.key or cfg.access_key,
-        units=cfg.verify.units,
-        checks=cfg.verify.checks,
-        boot_timeout=cfg.verify.boot_timeout,
-        log_dir=log_dir or cfg.paths.verify_logs(image.name, image.variant),
-        probe=probe_spec(project, (final.with_suffix(".vmlinuz"),) if kernel else ()),
-        stall_timeout=stall_timeout(project),
-    )
+def verify_logs(project: Project, image: Image) -> Path:
+    """Where the boot test of ``image`` keeps its serial log and files."""
+    return project.config.paths.verify_logs(image.name, image.variant)
 
 
 def verify_task(project: Project, image: Image | None = None) -> dict[str, Any]:
     """Boot the final image (snapshot=on) and check it over SSH; fails the build on any failure."""
     cfg = project.config
     image = image or project.images[0]
-    spec = boot_spec(project, image)
     report = verify_report(project, image)
     junit = report.with_name(report.stem + ".junit.xml")
     task = image.task("verify")
-    # The boot test logs in with the access key, which the keys task makes.
-    key = [spec.key] if spec.key in (cfg.access_key, cfg.build_key) else []
+    # The boot test logs in with the access key (see specs.boot_spec), which the keys task makes.
+    login = cfg.verify.key or cfg.access_key
+    key = [login] if login in (cfg.access_key, cfg.build_key) else []
     return {
         "basename": task,
-        "doc": f"boot {spec.image.name} on a throwaway snapshot and check it over SSH",
-        "actions": [(action("verify_image"), [spec, report, junit], {"label": task})],
+        "doc": f"boot {final_path(project, image).name} on a throwaway snapshot and check it over SSH",
+        "actions": [(action("verify_image"), [Later("boot_spec", project, image), report, junit], {"label": task})],
         "file_dep": rels(project, [*final_outputs(project, image), *key]),
         "targets": rels(project, [report, junit]),
         "uptodate": [settings_changed({"units": list(cfg.verify.units), "checks": list(cfg.verify.checks),
                                        "user": cfg.verify.user}, "verify")],
         "clean": True,
         "meta": {"vaultdoit": {"kind": "verify", "report": rel(project, report), "junit": rel(project, junit),
-                               "log": rel(project, spec.log_dir / "serial.log"), "variant": image.variant,
+                               "log": rel(project, verify_logs(project, image) / "serial.log"), "variant": image.variant,
                                "final": image.task("final_image")}},
     }
 
