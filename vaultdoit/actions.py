@@ -27,6 +27,7 @@ from vaultdoit.errors import VaultError, os_error
 from vaultdoit.buildspec import StageBuild
 from vaultdoit.model import Stage
 from vaultdoit.paths import safe
+from vaultdoit.progress import note
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,12 +46,6 @@ def task_action(func: Callable[P, R]) -> Callable[P, R | TaskFailed]:
             return TaskFailed(str(os_error(err)))
 
     return wrapper
-
-
-def note(message: str) -> None:
-    """Progress line on stderr (doit shows stderr of running tasks)."""
-    sys.stderr.write(f"vaultdoit: {message}\n")
-    sys.stderr.flush()
 
 
 @task_action

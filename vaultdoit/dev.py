@@ -31,6 +31,7 @@ from vaultdoit.bootspec import BootSpec
 from vaultdoit.errors import VaultError
 from vaultdoit.model import AptRoute, Stage
 from vaultdoit.paths import safe
+from vaultdoit.progress import note
 
 RECORD = "dev.json"
 
@@ -54,13 +55,6 @@ class DevSpec:
     @property
     def image(self) -> Path:
         return self.folder / self.stage.output.name
-
-
-def _note(message: str) -> None:
-    import sys
-
-    sys.stderr.write(f"vaultdoit: {message}\n")
-    sys.stderr.flush()
 
 
 def _provisioners(spec: DevSpec) -> list[Any]:
@@ -141,8 +135,8 @@ def run(spec: DevSpec, tags: str = "", skip_tags: str = "", verify: bool = False
         return results
 
     try:
-        with resources.guard().room(spec.task, resources.VMSize(spec.boot.memory, spec.boot.cpus), say=_note):
-            _note(f"{spec.task}: tags {tags or '(all)'}{f', skipping {skip_tags}' if skip_tags else ''} on the "
+        with resources.guard().room(spec.task, resources.VMSize(spec.boot.memory, spec.boot.cpus), say=note):
+            note(f"{spec.task}: tags {tags or '(all)'}{f', skipping {skip_tags}' if skip_tags else ''} on the "
                   f"last build of stage {stage.id}; log: {logfile}")
             report = vm.boot_test(spec.boot, work)
     finally:
@@ -156,15 +150,15 @@ def run(spec: DevSpec, tags: str = "", skip_tags: str = "", verify: bool = False
     if failed:
         raise VaultError(f"{spec.task}: {failed[0].name} failed: {failed[0].detail.splitlines()[0]}",
                          file=logfile, hint="read the log; the stage's own image is unchanged")
-    _note(f"development image {os.path.relpath(spec.image, spec.config.root)} "
+    note(f"development image {os.path.relpath(spec.image, spec.config.root)} "
           f"({time.monotonic() - start:.0f} s); the next `doit final_image` still builds the stage in full")
     if verify and spec.verify is not None:
         check = replace(spec.verify, image=spec.image)
-        with resources.guard().room(spec.task, resources.VMSize(check.memory, check.cpus), say=_note):
+        with resources.guard().room(spec.task, resources.VMSize(check.memory, check.cpus), say=note):
             result = vm.boot_test(check)
         sys_report = spec.folder / "verify.json"
         sys_report.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
-        _note(result.render())
+        note(result.render())
         if not result.ok:
             bad = [c.name for c in result.checks if not c.ok]
             raise VaultError(f"{spec.task}: boot test of the development image failed: {', '.join(bad)}",

@@ -32,8 +32,9 @@ opt_quiet = {"name": "quiet", "short": "q", "long": "quiet", "type": bool, "defa
 def _explain(cmd: DoitCmdBase, names: list[str] | None) -> list[Any]:
     from vaultdoit import explain
     from vaultdoit.errors import ConfigError
+    from vaultdoit.state import build_tasks
 
-    tasks = explain.build_tasks(cmd.task_list)
+    tasks = build_tasks(cmd.task_list)
     try:
         # doit loaded the dodo file from its folder and runs there: task paths are relative to it.
         return explain.explain_tasks(cmd.dep_manager, tasks, Path.cwd(), names)

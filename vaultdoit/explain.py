@@ -10,7 +10,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 from doit.dependency import Dependency, SqliteDB
@@ -22,7 +21,7 @@ from vaultdoit import checker
 from vaultdoit.errors import ConfigError
 from vaultdoit.plan import load_project
 from vaultdoit.project import Project
-from vaultdoit.state import DB_NAME
+from vaultdoit.state import DB_NAME, build_tasks
 from vaultdoit.tasks import gen_all
 from vaultdoit.tasks.common import digests
 from vaultdoit.uptodate import settings_changed, settings_diff
@@ -48,12 +47,6 @@ def _tasks(proj: Project) -> dict[str, Task]:
         yield from gen_all(proj)
 
     return build_tasks(generate_tasks("vaultdoit", gen()))
-
-
-def build_tasks(tasks: Iterable[Task]) -> dict[str, Task]:
-    """The tasks a build's status and explanations cover, by name. dev:<stage> runs only when
-    asked, every time: it is not part of the build's status."""
-    return {t.name: t for t in tasks if (t.actions or t.file_dep) and not t.name.startswith("dev:")}
 
 
 def _rel(root: Path, path: str) -> str:

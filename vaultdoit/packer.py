@@ -17,7 +17,7 @@ from typing import Any
 from vaultdoit import owned, proc, qemu_img
 from vaultdoit.errors import VaultError
 from vaultdoit.model import PackerConfig, Stage
-from vaultdoit.paths import safe
+from vaultdoit.paths import building_marker, safe
 
 SHIM = """#!/bin/sh
 # Written by vaultdoit. Packer < 1.7 runs "qemu-img create -b PARENT" without
@@ -164,8 +164,8 @@ def _prev(folder: Path) -> Path:
 
 
 def marker_path(state_dir: Path, stage: Stage) -> Path:
-    """The file that exists while a build of ``stage`` is in progress (see BuildPaths.building_marker)."""
-    return state_dir / f"{safe(stage.id)}.building"
+    """The file that exists while a build of ``stage`` is in progress."""
+    return building_marker(state_dir, stage.id)
 
 
 def interrupted(state_dir: Path, stage: Stage) -> bool:

@@ -30,6 +30,11 @@ def safe(name: str) -> str:
     return name.replace(":", "-")
 
 
+def building_marker(state_dir: Path, stage_id: str) -> Path:
+    """The file that exists while a build of the stage is in progress."""
+    return state_dir / f"{safe(stage_id)}.building"
+
+
 @dataclass(frozen=True)
 class BuildPaths:
     """The paths of one profile's build (all absolute, under ``root``)."""
@@ -89,8 +94,7 @@ class BuildPaths:
         return self.state_dir / "tools"
 
     def building_marker(self, stage_id: str) -> Path:
-        """The file that exists while a build of the stage is in progress."""
-        return self.state_dir / f"{safe(stage_id)}.building"
+        return building_marker(self.state_dir, stage_id)
 
     def var_file(self, stage_id: str) -> Path:
         """The private var file of one Packer run (removed when it ends)."""

@@ -17,11 +17,11 @@ from vaultdoit import config_file
 from vaultdoit import keys, owned, runvars, variants
 from vaultdoit.config import CONFIG_FILE, ProjectConfig, VariantConfig
 from vaultdoit.bootstrap import read_packages
-from vaultdoit.errors import ConfigError, GraphError, VaultError
+from vaultdoit.errors import ConfigError, GraphError
 from vaultdoit.inputs import Collector, extra_var_files
 from vaultdoit.iso_store import check_spec, file_name
 from vaultdoit.project import Project, pubkey, wheel_manifest
-from vaultdoit.model import (GUEST_HOST, MISSING_YET, AptRoute, Image, PackerConfig, PackerSource, Provisioner,
+from vaultdoit.model import (GUEST_HOST, MISSING_YET, AptRoute, PackerConfig, PackerSource, Provisioner,
                              Stage, Unknown)
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")

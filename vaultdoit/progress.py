@@ -25,6 +25,12 @@ PROGRESS_ENV = "VAULTDOIT_PROGRESS"  # "plain" turns the live display off; "live
 PERCENT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")  # qemu-img -p: "    (42.17/100%)"
 
 
+def note(message: str) -> None:
+    """One line of an action's progress on stderr (doit shows a running task's stderr)."""
+    sys.stderr.write(f"vaultdoit: {message}\n")
+    sys.stderr.flush()
+
+
 def no_color() -> bool:
     """https://no-color.org: any non-empty NO_COLOR turns colour off."""
     return bool(os.environ.get("NO_COLOR"))

@@ -45,6 +45,7 @@ from vaultdoit import checker, keys, owned, stage_files
 from vaultdoit.config import ProjectConfig
 from vaultdoit.errors import RemoteDataError, RemoteError, VaultError
 from vaultdoit.buildspec import RemoteCache, StageBuild
+from vaultdoit.progress import note
 
 ARTIFACT_TYPE = "application/vnd.vaultdoit.stage.v1"
 RECORD_TYPE = "application/vnd.vaultdoit.stage.record.v1+json"  # the config blob: the build record
@@ -91,11 +92,6 @@ def parent_image(build: StageBuild) -> str | None:
         raise RemoteError(f"the parent stage {build.parent.id} has no build record",
                           hint=f"build stage:{build.parent.id} first")
     return digest
-
-
-def note(message: str) -> None:
-    sys.stderr.write(f"vaultdoit: {message}\n")
-    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- the registry

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +64,18 @@ def _dependency(project: Project, path: Path) -> Iterator[Any]:
         deps.close()
 
 
+def build_tasks(tasks: Iterable[Any]) -> dict[str, Any]:
+    """The tasks a build's status and explanations cover, by name. dev:<stage> runs only when
+    asked, every time: it is not part of the build's status."""
+    return {t.name: t for t in tasks if (t.actions or t.file_dep) and not t.name.startswith("dev:")}
+
+
 def _tasks(project: Project) -> list[Any]:
     from doit.loader import generate_tasks
 
     from vaultdoit.tasks import gen_all
 
-    return [t for t in generate_tasks("vaultdoit", gen_all(project)) if t.actions and not t.name.startswith("dev:")]
+    return [t for t in build_tasks(generate_tasks("vaultdoit", gen_all(project))).values() if t.actions]
 
 
 def _verdict(project: Project, task: Any, stage_keys: dict[str, str]) -> str | None:
