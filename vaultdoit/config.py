@@ -165,6 +165,11 @@ class ProjectConfig:
     def cache_dir(self) -> Path:
         return self.paths.cache_dir
 
+    @property
+    def login_key(self) -> Path:
+        """The key the boot test logs in with: ``[verify] key``, else the access key."""
+        return self.verify.key or self.access_key
+
     def stage_config(self, stage: str) -> StageConfig:
         """``[stages.<stage>]`` with the project's values filled in where it sets none."""
         own = next((s for s in self.stage_configs if s.name == stage), StageConfig(stage))

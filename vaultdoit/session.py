@@ -94,7 +94,7 @@ def resolve(project: Project, name: str | None) -> Target:
         boot = [p if p.exists() else None for p in (out.with_suffix(".vmlinuz"), out.with_suffix(".initrd.img"))]
         label = f"{FINAL}:{wanted.name}" if wanted.name and name not in (None, FINAL, "final_image") else FINAL
         return Target(label, out, boot[0], boot[1], vm.DEFAULT_APPEND, cfg.verify.user,
-                      cfg.verify.key or cfg.access_key, f"doit {wanted.task('final_image')}")
+                      cfg.login_key, f"doit {wanted.task('final_image')}")
     assert name is not None
     failed = name.startswith(FAILED)
     stage_name = name.removeprefix(FAILED).removeprefix("stage:")
@@ -110,7 +110,7 @@ def resolve(project: Project, name: str | None) -> Target:
     if path.suffix == ".qcow2" or path.is_file():
         image = path if path.is_absolute() else Path.cwd() / path
         return Target(path.name, image, None, None, vm.DEFAULT_APPEND, cfg.verify.user,
-                      cfg.verify.key or cfg.access_key, "give the path of an image")
+                      cfg.login_key, "give the path of an image")
     raise ConfigError(f"no image named {name!r}", file=cfg.packer_dir,
                       hint="name the final image (" + ", ".join(
                           f"{FINAL}:{i.name}" if i.name else FINAL for i in project.images) + "), a stage ("

@@ -102,9 +102,8 @@ def verify_task(project: Project, image: Image | None = None) -> dict[str, Any]:
     report = verify_report(project, image)
     junit = report.with_name(report.stem + ".junit.xml")
     task = image.task("verify")
-    # The boot test logs in with the access key (see specs.boot_spec), which the keys task makes.
-    login = cfg.verify.key or cfg.access_key
-    key = [login] if login in (cfg.access_key, cfg.build_key) else []
+    # The boot test logs in with the access key, which the keys task makes.
+    key = [cfg.login_key] if cfg.login_key in (cfg.access_key, cfg.build_key) else []
     return {
         "basename": task,
         "doc": f"boot {final_path(project, image).name} on a throwaway snapshot and check it over SSH",

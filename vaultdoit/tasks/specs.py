@@ -137,7 +137,7 @@ def boot_spec(project: Project, image: Image, out: Path | None = None, log_dir: 
         memory=cfg.verify.memory,
         cpus=resources.size(None, cfg.cpus).cpus,
         user=cfg.verify.user,
-        key=cfg.verify.key or cfg.access_key,
+        key=cfg.login_key,
         units=cfg.verify.units,
         checks=cfg.verify.checks,
         boot_timeout=cfg.verify.boot_timeout,
@@ -161,7 +161,7 @@ def dev_spec(project: Project, stage: Stage) -> DevSpec:
     # Logs in with the build key, or with the access key once the final stage's cleanup replaced it.
     boot = replace(
         boot_spec(project, project.images[0], out=image, log_dir=folder / "logs"),
-        kernel=kernel, initrd=initrd, key=cfg.build_key, extra_keys=(cfg.verify.key or cfg.access_key,),
+        kernel=kernel, initrd=initrd, key=cfg.build_key, extra_keys=(cfg.login_key,),
         snapshot=False, memory=vm.memory, cpus=vm.cpus, units=(), checks=(),
         probe=probe_spec(project, (kernel,) if kernel else ()))
     image_of = next((i for i in project.images if stage in project.chain(project.stage(i.top))), None)
