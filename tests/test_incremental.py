@@ -34,6 +34,11 @@ def test_builds_once_then_only_what_changed(team):
     assert built(log) == ["base", "mid", "top"]
     final = root / "build/final/team.qcow2"
     assert final.is_file() and (root / "build/final/team.qcow2.sha256").is_file()
+    # The flatten records the image's digest: the boot test's check of it hashes nothing again.
+    from vaultdoit.checker import DigestCache
+
+    shipped = (root / "build/final/team.qcow2.sha256").read_text().split()[0]
+    assert DigestCache(root / "build/.vaultdoit/digests.json").lookup(final, final.stat()) == f"sha256:{shipped}"
     images = {n: root / f"build/stages/{n}/{n}.qcow2" for n in ("base", "mid", "top")}
     mtimes = {n: p.stat().st_mtime_ns for n, p in images.items()}
 
@@ -133,7 +138,7 @@ def test_interrupted_stage_is_rebuilt_and_restored(team):
     doit(root, env, "final_image")
     project = load_project(root)
     top = project.stage("top")
-    from vaultdoit.packer import marker_path
+    from vaultdoit.paths import building_marker
 
     # What a SIGKILL in the middle of `packer build` leaves behind.
     folder = top.output.parent
@@ -141,7 +146,7 @@ def test_interrupted_stage_is_rebuilt_and_restored(team):
     folder.rename(prev)
     folder.mkdir()
     top.output.write_bytes(b"partial")
-    marker_path(project.config.state_dir, top).write_text("{}")
+    building_marker(project.config.state_dir, top.id).write_text("{}")
     built(log)
     assert doit(root, env, "final_image") == {"stage:top", "final_image"}
     assert built(log) == ["top"]

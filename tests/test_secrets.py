@@ -150,14 +150,14 @@ def _config(tmp_path: Path, sensitive: frozenset[str] = frozenset({"token"})):
 
 
 def test_what_is_hidden_from_the_logs(tmp_path: Path):
-    from vaultdoit import packer
+    from vaultdoit import sensitive
 
     cfg = _config(tmp_path)
     cfg.variables.update(token="s3cret-token", flavour="mid", sizes=[1, 2])
     env = {"PKR_VAR_pw": "hunter22", "PKR_VAR_n": "1", "HOME": "/home/someone"}
     # "1": too short to be a credential, and hiding it would garble every log.
-    assert packer.secret_values(cfg, env) == ["hunter22", "s3cret-token"]
-    assert packer.secret_values(_config(tmp_path, frozenset()), {}) == []
+    assert sensitive.values(cfg, env) == ["hunter22", "s3cret-token"]
+    assert sensitive.values(_config(tmp_path, frozenset()), {}) == []
 
 
 @pytest.mark.skipif(shutil.which("packer") is None, reason="needs packer")

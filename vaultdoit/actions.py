@@ -22,7 +22,7 @@ from doit.exceptions import TaskFailed
 
 from vaultdoit import ansible_cfg as ansible_cfg_mod
 from vaultdoit import (accel, apt_proxy, bootstrap, checker, keys, owned, packer, proc, remote, resources,
-                       stage_files, watchdog)
+                       sensitive, stage_files, watchdog)
 from vaultdoit.errors import VaultError, os_error
 from vaultdoit.buildspec import StageBuild
 from vaultdoit.model import Stage
@@ -184,7 +184,7 @@ def _packer(build: StageBuild) -> float:
             try:
                 packer.build_stage(stage, build.backing, argv=argv, env=env, cwd=root, state_dir=build.state_dir,
                                    logfile=build.logfile, watch=dog, watch_interval=dog.interval,
-                                   secrets=packer.secret_values(packer_cfg),
+                                   secrets=sensitive.values(packer_cfg),
                                    keep_failed=functools.partial(keep_failed_disk, build) if build.keep_failed
                                    else None)
             finally:
@@ -269,9 +269,10 @@ def download_wheels(requirements: Path, dest: Path, manifest_file: Path, logfile
 @task_action
 def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None,
                   cfg: Any, logfile: Path, chain: Sequence[Stage], root: Path, reports: Sequence[Path],
-                  variant: str | None = None, signing_key: Path | None = None) -> None:
+                  variant: str | None = None, signing_key: Path | None = None, digests: Path | None = None) -> None:
     """Flatten and compress the chain into the final image; write its manifest and SBOM, signed
-    with ``signing_key`` if given."""
+    with ``signing_key`` if given. Its sha256 goes into the checker's ``digests``: the boot test,
+    which depends on the image, then need not hash it again."""
     from vaultdoit import final, manifest, provenance, sbom
 
     made: dict[str, Any] = {}
@@ -292,6 +293,8 @@ def flatten_image(top: Path, out: Path, *, kernel: Path | None, initrd: Path | N
     start = time.monotonic()
     digest = final.flatten(top, out, kernel=kernel, initrd=initrd, cfg=cfg, logfile=logfile,
                            manifest=make_manifest, sbom=make_sbom, signing_key=signing_key)
+    if digests is not None:
+        checker.record_digest(out, digests, digest=digest)
     note(f"final image {out.name}: {out.stat().st_size / 2**20:.0f} MiB in "
          f"{time.monotonic() - start:.1f} s, sha256 {digest[:16]}…")
 

@@ -19,7 +19,6 @@ from doit.task import Task
 
 from vaultdoit import checker
 from vaultdoit.errors import ConfigError
-from vaultdoit.plan import load_project
 from vaultdoit.project import Project
 from vaultdoit.state import DB_NAME, build_tasks
 from vaultdoit.tasks import gen_all
@@ -57,6 +56,9 @@ def _rel(root: Path, path: str) -> str:
 def explain_all(root: Path, profile: str | None = None, variables: tuple[tuple[str, str], ...] = (),
                 names: list[str] | None = None) -> list[Explanation]:
     """Explanations for every task (or ``names`` and what they need), in build order (parents first)."""
+    # The planner only here: `doit explain` and `doit status` explain the tasks doit already loaded.
+    from vaultdoit.plan import load_project
+
     return _explain_all(load_project(root, profile, variables), names)
 
 
@@ -156,6 +158,8 @@ def _reasons(root: Path, deps: Dependency, task: Task, raw: dict[str, Any]) -> l
 def explain(root: Path, task_name: str, profile: str | None = None,
             variables: tuple[tuple[str, str], ...] = ()) -> Explanation:
     """The explanation of one task, or a ConfigError naming the known tasks."""
+    from vaultdoit.plan import load_project
+
     proj = load_project(root, profile, variables)
     item = next(item for item in _explain_all(proj, [task_name]) if item.task == task_name)
     if task_name.startswith("stage:"):

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaultdoit import progress, proc, qemu_img, signing
-from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
+from vaultdoit.outputs import (checksum_path, initrd_path, kernel_path, manifest_path, sbom_path, signature_path,
+                               signed_files)
 from vaultdoit.config import FinalConfig
 from vaultdoit.errors import ArtifactError
 from vaultdoit.checker import hash_file
@@ -60,8 +61,7 @@ def flatten(top: Path, out: Path, *, kernel: Path | None, initrd: Path | None, c
         digest = hash_file(tmp)[0].split(":", 1)[1]
         pairs: list[tuple[Path, Path]] = []
         shipped: dict[str, str] = {}
-        for source, name, dst in ((kernel, "vmlinuz", out.with_suffix(".vmlinuz")),
-                                  (initrd, "initrd.img", out.with_suffix(".initrd.img"))):
+        for source, name, dst in ((kernel, "vmlinuz", kernel_path(out)), (initrd, "initrd.img", initrd_path(out))):
             if source is not None:
                 shutil.copyfile(source, scratch / name)
                 shipped[dst.name] = hash_file(scratch / name)[0].split(":", 1)[1]

@@ -21,6 +21,15 @@ def sbom_path(image: Path) -> Path:
     return image.with_name(image.name + ".cdx.json")
 
 
+def kernel_path(image: Path) -> Path:
+    """The kernel of the image's chain, shipped beside it for a direct-kernel boot."""
+    return image.with_suffix(".vmlinuz")
+
+
+def initrd_path(image: Path) -> Path:
+    return image.with_suffix(".initrd.img")
+
+
 def signature_path(file: Path) -> Path:
     return file.with_name(file.name + SIGNATURE)
 

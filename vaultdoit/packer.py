@@ -17,7 +17,7 @@ from typing import Any
 from vaultdoit import owned, proc, qemu_img
 from vaultdoit.errors import VaultError
 from vaultdoit.model import PackerConfig, Stage
-from vaultdoit.paths import building_marker, safe
+from vaultdoit.paths import building_marker
 
 SHIM = """#!/bin/sh
 # Written by vaultdoit. Packer < 1.7 runs "qemu-img create -b PARENT" without
@@ -137,13 +137,6 @@ def write_var_file(path: Path, variables: Mapping[str, Any]) -> Path | None:
     return path
 
 
-def secret_values(config: PackerConfig, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values never to show in a log (see sensitive.py)."""
-    from vaultdoit import sensitive
-
-    return sensitive.values(config, environ)
-
-
 def build_argv(config: PackerConfig, only: str, variables: Mapping[str, Any],
                explicit_var_files: Sequence[Path], on_error: str | None = None) -> list[str]:
     """``packer build`` of one source of a template folder (``on_error``: Packer's ``-on-error``)."""
@@ -163,19 +156,14 @@ def _prev(folder: Path) -> Path:
     return folder.with_name(f".{folder.name}.vaultdoit-prev")
 
 
-def marker_path(state_dir: Path, stage: Stage) -> Path:
-    """The file that exists while a build of ``stage`` is in progress."""
-    return building_marker(state_dir, stage.id)
-
-
 def interrupted(state_dir: Path, stage: Stage) -> bool:
     """True when an earlier build of ``stage`` was killed before it could clean up."""
-    return marker_path(state_dir, stage).exists()
+    return building_marker(state_dir, stage.id).exists()
 
 
 def recover(state_dir: Path, stage: Stage) -> None:
     """Undo a build that was killed outright: drop its partial output, restore the previous image."""
-    marker = marker_path(state_dir, stage)
+    marker = building_marker(state_dir, stage.id)
     if not marker.exists():
         return
     folder = stage.output.parent
@@ -198,7 +186,7 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     next run sees it, restores the previous image and rebuilds. ``backing`` is
     what the new image must be an overlay on (the parent's image or a root image).
     ``watch`` (the stall watchdog) is called every ``watch_interval`` s while Packer runs.
-    ``secrets`` never reach the log or the console (see ``secret_values``).
+    ``secrets`` never reach the log or the console (see ``sensitive.values``).
     ``keep_failed`` is given the folder of a failed build (not of an interrupted one)
     before it is removed: it may move it away to keep the disk.
     """
@@ -211,7 +199,7 @@ def build_stage(stage: Stage, backing: Path | None, *, argv: Sequence[str], env:
     proc.ensure_unused(folder, prev)
     state_dir.mkdir(parents=True, exist_ok=True)
     recover(state_dir, stage)
-    marker = marker_path(state_dir, stage)
+    marker = building_marker(state_dir, stage.id)
     marker.write_text(json.dumps({"stage": stage.id, "output": str(stage.output)}))
     if folder.exists():
         shutil.rmtree(prev, ignore_errors=True)

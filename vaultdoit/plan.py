@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit import config_file
-from vaultdoit import keys, owned, runvars, variants
+from vaultdoit import keys, owned, proc, runvars, variants
 from vaultdoit.config import CONFIG_FILE, ProjectConfig, VariantConfig
 from vaultdoit.bootstrap import read_packages
 from vaultdoit.errors import ConfigError, GraphError
@@ -414,8 +414,6 @@ def _apt_route(cfg: ProjectConfig, packer_cfg: PackerConfig | None) -> AptRoute:
     if not uses_apt or cfg.apt_proxy == "off":
         return AptRoute()
     if cfg.apt_proxy == "auto":
-        from vaultdoit import proc  # planning only: a kept plan's run need not load it
-
         if proc.which("apt-cacher-ng") is None:  # in /usr/sbin: not on every user's PATH
             return AptRoute()
         return AptRoute(host_url=f"http://127.0.0.1:{cfg.apt_proxy_port}",

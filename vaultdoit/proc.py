@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from vaultdoit import supervise
+from vaultdoit import sensitive, supervise
 from vaultdoit.errors import Busy, CommandFailed, Stalled, ToolNotFound
 
 log = logging.getLogger("vaultdoit")
@@ -215,7 +215,7 @@ def _echo(chunk: bytes) -> None:
     stream.flush()
 
 
-REDACTED = b"<sensitive>"
+REDACTED = sensitive.HIDDEN.encode()
 
 
 class Redactor:
@@ -224,7 +224,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         texts = {s for s in secrets if s}
         # Output is handled a line at a time: a value that spans lines is hidden line by line.
-        texts |= {part for s in texts if "\n" in s for part in s.splitlines() if len(part.strip()) >= 4}
+        texts |= {part for s in texts if "\n" in s for part in s.splitlines() if len(part.strip()) >= sensitive.MIN_SECRET}
         self.secrets = sorted((t.encode() for t in texts), key=len, reverse=True)
 
     def bytes(self, piece: bytes) -> bytes:

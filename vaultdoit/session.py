@@ -26,6 +26,7 @@ from typing import Any
 
 from vaultdoit import accel, proc, vm
 from vaultdoit.errors import BootError, ConfigError
+from vaultdoit.outputs import initrd_path, kernel_path
 from vaultdoit.project import Project
 from vaultdoit.watchdog import qemuarg_values
 
@@ -91,7 +92,7 @@ def resolve(project: Project, name: str | None) -> Target:
                   project.images[0] if name in (None, FINAL, "final_image") else None)
     if wanted is not None:
         out = cfg.paths.final_image(wanted.name)
-        boot = [p if p.exists() else None for p in (out.with_suffix(".vmlinuz"), out.with_suffix(".initrd.img"))]
+        boot = [p if p.exists() else None for p in (kernel_path(out), initrd_path(out))]
         label = f"{FINAL}:{wanted.name}" if wanted.name and name not in (None, FINAL, "final_image") else FINAL
         return Target(label, out, boot[0], boot[1], vm.DEFAULT_APPEND, cfg.verify.user,
                       cfg.login_key, f"doit {wanted.task('final_image')}")

@@ -22,9 +22,10 @@ from vaultdoit import proc
 from vaultdoit.checker import hash_file
 from vaultdoit.errors import CommandFailed, VaultError, VerificationFailed
 from vaultdoit.outputs import signature_path, signed_files
+from vaultdoit.settings import SIGNING_KEY_ENV
 
 NAMESPACE = "vaultdoit"  # ssh-keygen -n: a signature made for vaultdoit is valid for nothing else
-ENV = "VAULTDOIT_SIGNING_KEY"
+ENV = SIGNING_KEY_ENV
 KEY_HINT = ("name an SSH private key without a passphrase, or load the key into ssh-agent and name its .pub file "
             f"(signing_key in vault.toml or {ENV})")
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from vaultdoit import keys, owned, stage_files
 from vaultdoit.errors import ConfigError
+from vaultdoit.outputs import manifest_path
 from vaultdoit.project import Project
 from vaultdoit.uptodate import settings_changed
 
@@ -104,8 +105,7 @@ def _verdict(project: Project, task: Any, stage_keys: dict[str, str]) -> str | N
         return None
     image = next((i for i in project.images if i.task("final_image") == task.name), None)
     if image is not None:
-        manifest = root / keys.relpath(project.config.paths.final_image(image.name), root)
-        manifest = manifest.with_name(manifest.name + ".manifest.json")
+        manifest = manifest_path(root / keys.relpath(project.config.paths.final_image(image.name), root))
         try:
             recorded = json.loads(manifest.read_text())["stages"][-1]["input_digest"]
         except (OSError, ValueError, KeyError, IndexError):

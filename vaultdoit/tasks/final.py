@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from vaultdoit.project import Project
-from vaultdoit.outputs import checksum_path, manifest_path, sbom_path, signature_path, signed_files
+from vaultdoit.outputs import (checksum_path, initrd_path, kernel_path, manifest_path, sbom_path, signature_path,
+                               signed_files)
 from vaultdoit.model import Image, Stage
-from vaultdoit.tasks.common import Later, action, log, rel, rels, reports
+from vaultdoit.tasks.common import Later, action, digests, log, rel, rels, reports
 from vaultdoit.uptodate import settings_changed
 
 
@@ -47,9 +48,9 @@ def final_outputs(project: Project, image: Image | None = None) -> list[Path]:
     if project.config.signing_key is not None:
         files += [signature_path(f) for f in signed_files(out)]
     if kernel is not None:
-        files.append(out.with_suffix(".vmlinuz"))
+        files.append(kernel_path(out))
     if initrd is not None:
-        files.append(out.with_suffix(".initrd.img"))
+        files.append(initrd_path(out))
     return files
 
 
@@ -76,7 +77,7 @@ def final_image_task(project: Project, image: Image | None = None) -> dict[str, 
         "actions": [(action("flatten_image"), [top.output, out], {
             "kernel": kernel, "initrd": initrd, "cfg": cfg.final, "logfile": log(project, task, image.variant),
             "chain": chain, "root": cfg.root, "reports": _report_folders(project, image),
-            "variant": image.variant, "signing_key": cfg.signing_key,
+            "variant": image.variant, "signing_key": cfg.signing_key, "digests": digests(project),
         })],
         "file_dep": deps,
         "targets": rels(project, final_outputs(project, image)),

@@ -1,9 +1,9 @@
 """What each action gets, made from the plan when the action runs.
 
-A stage's build spec reads the host (memory, CPUs), the bootstrap's package
-list and the remote cache's settings, and needs the classes of the build
-machinery; task generation names these builders through ``common.Later`` so
-that a run that builds nothing (or ``doit list``) never makes them.
+A stage's build spec reads the host (memory, CPUs) and the remote cache's
+settings, and needs the classes of the build machinery; task generation names
+these builders through ``common.Later`` so that a run that builds nothing (or
+``doit list``) never makes them.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from vaultdoit import resources
 from vaultdoit.bootspec import BootSpec
-from vaultdoit.bootstrap import BootstrapSpec, read_packages
+from vaultdoit.bootstrap import BootstrapSpec
 from vaultdoit.buildspec import ProbeSpec, StageBuild
 from vaultdoit.model import Image, Stage
+from vaultdoit.outputs import initrd_path, kernel_path
 from vaultdoit.project import Project, planned_with, pubkey
 from vaultdoit.remote import spec as remote_spec
 from vaultdoit.tasks.common import log, reports
@@ -92,7 +93,7 @@ def bootstrap_spec(project: Project, stage: Stage) -> BootstrapSpec:
     """What the bootstrap action of a non-Packer stage needs."""
     cfg = next(b for b in project.config.bootstraps if b.name == stage.name)
     return BootstrapSpec(
-        name=cfg.name, suite=cfg.suite, packages=read_packages(cfg.packages),
+        name=cfg.name, suite=cfg.suite, packages=tuple(stage.settings["packages"]),  # as planned (and keyed), not read again
         configure=cfg.configure, disk_size=cfg.disk_size, output=cfg.output,
         kernel=cfg.kernel, initrd=cfg.initrd, user=project.config.build_user,
         build_pubkey=pubkey(project.config.build_key), mirror=cfg.mirror,
@@ -131,8 +132,8 @@ def boot_spec(project: Project, image: Image, out: Path | None = None, log_dir: 
     out = out or final
     return BootSpec(
         image=out,
-        kernel=final.with_suffix(".vmlinuz") if kernel else None,
-        initrd=final.with_suffix(".initrd.img") if initrd else None,
+        kernel=kernel_path(final) if kernel else None,
+        initrd=initrd_path(final) if initrd else None,
         accelerator=cfg.accelerator,
         memory=cfg.verify.memory,
         cpus=resources.size(None, cfg.cpus).cpus,
@@ -142,7 +143,7 @@ def boot_spec(project: Project, image: Image, out: Path | None = None, log_dir: 
         checks=cfg.verify.checks,
         boot_timeout=cfg.verify.boot_timeout,
         log_dir=log_dir or verify_logs(project, image),
-        probe=probe_spec(project, (final.with_suffix(".vmlinuz"),) if kernel else ()),
+        probe=probe_spec(project, (kernel_path(final),) if kernel else ()),
         stall_timeout=stall_timeout(project),
     )
 
